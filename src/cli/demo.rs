@@ -1,0 +1,219 @@
+//! `scrim demo`: the main job on an embedded default. Bundled rules, a key
+//! that lives only for this run, bundled webinar traffic; shows what was sent
+//! and what the recipient receives, then counts raw personal values that got
+//! through (the answer must be 0, or the command fails).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use data_encoding::BASE64URL_NOPAD;
+
+use crate::engine::{compile_str, Engine, Format, Limits, Stats};
+use crate::keyring::DevKeySource;
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Print only the summary.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// The rule files shipped in `rules/`, compiled into the binary.
+pub const BUNDLED_RULES: &[(&str, &str)] = &[
+    (
+        "audience-analytics.toml",
+        include_str!("../../rules/audience-analytics.toml"),
+    ),
+    (
+        "error-tracking.toml",
+        include_str!("../../rules/error-tracking.toml"),
+    ),
+    (
+        "support-chat.toml",
+        include_str!("../../rules/support-chat.toml"),
+    ),
+    (
+        "snowplow-pixel.toml",
+        include_str!("../../rules/snowplow-pixel.toml"),
+    ),
+];
+
+/// One bundled request: what it is, which rule file, and its body.
+pub struct Sample {
+    pub title: &'static str,
+    pub rules: &'static str,
+    pub format: Format,
+    pub body: String,
+}
+
+/// Raw personal values the bundled traffic carries; none may reach a recipient.
+pub const PERSONAL_VALUES: &[&str] = &[
+    "søren.ødegård@example.dk",
+    "Søren Ødegård",
+    "zoe.celik+webinars@example.com",
+    "Zoë Çelik",
+    "José Núñez",
+    "jose@example.es",
+    "203.0.113.77",
+    "2001:db8:85a3::8a2e:370:7334",
+    "+45 20 30 40 50",
+    "u-48213",
+    "u-99120",
+];
+
+pub fn samples() -> Vec<Sample> {
+    let ue = BASE64URL_NOPAD.encode(
+        br#"{"schema":"iglu:com.snowplowanalytics.snowplow/unstruct_event/jsonschema/1-0-0","data":{"schema":"iglu:com.example/webinar_action/jsonschema/1-0-0","data":{"action":"raise_hand","webinar_id":"w-2026-11","email":"jose@example.es","name":"Jos\u00e9 N\u00fa\u00f1ez"}}}"#,
+    );
+    let ua = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_1) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15";
+    vec![
+        Sample {
+            title: "participant joins a webinar",
+            rules: "audience-analytics.toml",
+            format: Format::Json,
+            body: format!(
+                r#"{{"event":"participant_joined","timestamp":"2026-11-29T14:37:12.345+01:00","webinar":{{"id":"w-2026-11","title":"Quarterly all-hands"}},"participant":{{"user_id":"u-48213","name":"Søren Ødegård","email":"søren.ødegård@example.dk","role":"participant"}},"context":{{"ip":"203.0.113.77","user_agent":"{ua}","country":"DK","screen":"1920x1080","locale":"da-DK"}}}}"#
+            ),
+        },
+        Sample {
+            title: "participant leaves",
+            rules: "audience-analytics.toml",
+            format: Format::Json,
+            body: r#"{"event":"participant_left","timestamp":"2026-11-29T15:02:40Z","webinar":{"id":"w-2026-11"},"participant":{"user_id":"u-48213","email":"Søren.Ødegård@Example.dk "},"properties":{"duration_s":1528}}"#.into(),
+        },
+        Sample {
+            title: "chat question with an email and a phone number inside",
+            rules: "audience-analytics.toml",
+            format: Format::Json,
+            body: r#"{"event":"chat_question","timestamp":"2026-11-29T14:41:03Z","participant":{"user_id":"u-99120","name":"Zoë Çelik"},"properties":{"message":"Can you send the slides to zoe.celik+webinars@example.com or call me on +45 20 30 40 50? Thanks!"}}"#.into(),
+        },
+        Sample {
+            title: "poll answer",
+            rules: "audience-analytics.toml",
+            format: Format::Json,
+            body: r#"{"event":"poll_answered","timestamp":"2026-11-29T14:50:00Z","participant":{"user_id":"u-99120","email":"zoe.celik+webinars@example.com"},"properties":{"poll_id":"p-7","answer":"B","free_text":"I am Zoë Çelik from Copenhagen"}}"#.into(),
+        },
+        Sample {
+            title: "page view whose URL carries ?email=",
+            rules: "audience-analytics.toml",
+            format: Format::Json,
+            body: r#"{"event":"page_view","timestamp":"2026-11-29T14:30:00Z","context":{"ip":"2001:db8:85a3::8a2e:370:7334","page":{"url":"https://webinars.example.com/join/w-2026-11?email=jose%40example.es&utm_source=newsletter&token=abc123#name=Jos%C3%A9"}}}"#.into(),
+        },
+        Sample {
+            title: "error report with the user's IP",
+            rules: "error-tracking.toml",
+            format: Format::Json,
+            body: r#"{"event_id":"9f2c1e0d8a4b4f0c9e1d2c3b4a5f6e7d","level":"error","platform":"javascript","timestamp":1764427032,"message":"Failed to join webinar for søren.ødegård@example.dk","user":{"id":"u-48213","email":"søren.ødegård@example.dk","ip_address":"203.0.113.77","username":"Søren Ødegård"},"request":{"url":"https://webinars.example.com/join?email=s%C3%B8ren.%C3%B8deg%C3%A5rd%40example.dk","method":"GET","headers":{"Cookie":"session=abc"}},"exception":{"values":[{"type":"TypeError","value":"cannot read 'stream' of undefined (user 203.0.113.77)","stacktrace":{"frames":[{"function":"joinRoom","lineno":42,"vars":{"email":"søren.ødegård@example.dk"}}]}}]}}"#.into(),
+        },
+        Sample {
+            title: "NDJSON batch of events",
+            rules: "audience-analytics.toml",
+            format: Format::Ndjson,
+            body: concat!(
+                r#"{"event":"feature_used","timestamp":"2026-11-29T14:45:10Z","participant":{"user_id":"u-48213"},"properties":{"feature":"reactions"},"context":{"ip":"203.0.113.77"}}"#, "\n",
+                r#"{"event":"feature_used","timestamp":"2026-11-29T14:46:55Z","participant":{"user_id":"u-99120","name":"Zoë Çelik"},"properties":{"feature":"screen_share"}}"#, "\n",
+                r#"{"event":"chat_question","timestamp":"2026-11-29T14:47:30Z","participant":{"email":"jose@example.es"},"properties":{"message":"Hello from Madrid, my IP is 203.0.113.77"}}"#, "\n",
+            ).into(),
+        },
+        Sample {
+            title: "tracker pixel with a base64url event inside",
+            rules: "snowplow-pixel.toml",
+            format: Format::Form,
+            body: format!(
+                "e=ue&aid=webinars&uid=u-48213&ip=203.0.113.77&dtm=1764427032123&res=1920x1080&url=https%3A%2F%2Fwebinars.example.com%2F%3Femail%3Djose%2540example.es&ue_px={ue}&duid=8f1b"
+            ),
+        },
+    ]
+}
+
+pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
+    let keys = DevKeySource::ephemeral()?;
+    let mut engines = Vec::new();
+    for (name, text) in BUNDLED_RULES {
+        let rules = compile_str(text, name).map_err(|e| anyhow::anyhow!("{e}"))?;
+        engines.push((
+            *name,
+            Engine::new(Arc::new(rules), &keys, Limits::default())?,
+        ));
+    }
+    let mut total = Stats::default();
+    let mut leaks = 0;
+    let samples = samples();
+    for s in &samples {
+        let engine = &engines
+            .iter()
+            .find(|(n, _)| *n == s.rules)
+            .context("a demo sample names a rule file that is not bundled")?
+            .1;
+        let mut out = Vec::new();
+        let stats = engine
+            .transform(s.format, s.body.as_bytes(), &mut out)
+            .map_err(|e| anyhow::anyhow!("demo sample `{}`: {e}", s.title))?;
+        total += stats;
+        let received = String::from_utf8_lossy(&out).into_owned();
+        let leaked = leaked_values(&received);
+        leaks += leaked.len();
+        if !a.quiet {
+            println!("── {} ({})", s.title, s.rules);
+            println!(
+                "   sent:     {}",
+                s.body.trim_end().replace('\n', "\n             ")
+            );
+            println!(
+                "   received: {}",
+                received.trim_end().replace('\n', "\n             ")
+            );
+            println!();
+        }
+    }
+    println!(
+        "scrim demo: {} requests through {} bundled rule files",
+        samples.len(),
+        engines.len()
+    );
+    println!(
+        "  pseudonymised {}, generalised {}, scrubbed in text {}, replaced {}, dropped {}, kept {}",
+        total.pseudonymised,
+        total.generalised,
+        total.scrubbed,
+        total.replaced,
+        total.dropped,
+        total.kept
+    );
+    println!("  raw personal values that reached a recipient: {leaks}");
+    Ok(if leaks == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Which bundled personal values appear in `received`, looking through
+/// percent-encoding and base64url-encoded embedded payloads too.
+pub fn leaked_values(received: &str) -> Vec<&'static str> {
+    let mut views = vec![received.to_owned(), received.to_lowercase()];
+    let decoded = percent_encoding::percent_decode_str(&received.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned();
+    for word in decoded.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_')) {
+        if word.len() >= 16 {
+            if let Ok(b) = BASE64URL_NOPAD.decode(word.as_bytes()) {
+                views.push(String::from_utf8_lossy(&b).into_owned());
+            }
+        }
+    }
+    views.push(decoded.to_lowercase());
+    views.push(decoded);
+    PERSONAL_VALUES
+        .iter()
+        .copied()
+        .filter(|v| {
+            let lower = v.to_lowercase();
+            views
+                .iter()
+                .any(|view| view.contains(v) || view.contains(&lower))
+        })
+        .collect()
+}

@@ -1,0 +1,540 @@
+//! The one-pass JSON walk.
+//!
+//! The input is never built into a `serde_json::Value`. A `DeserializeSeed`
+//! drives serde_json's parser and writes the output as it goes: object keys
+//! and unescaped strings are borrowed from the input, subtrees that nothing
+//! can keep are skipped with `IgnoredAny` without allocating, and a container
+//! that ends up empty under the `drop` default is cut back out of the output
+//! buffer. This is why a transform that does the work is faster than a plain
+//! parse-to-`Value`-and-serialise round trip.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use super::error::{EngineError, Reason};
+use super::plan::{Action, Automaton, CompiledRules, RuleIdx, State};
+use super::selector::Step;
+use super::{embedded, generalise, scrub, Limits, Stats};
+use crate::pseudo::Pseudonymiser;
+
+/// Everything one walk needs, owned for its duration.
+pub(crate) struct Ctx<'e> {
+    pub rules: &'e CompiledRules,
+    pub auto: &'e Automaton,
+    pub pseudo: &'e Pseudonymiser,
+    pub limits: &'e Limits,
+    pub stack: Vec<State>,
+    pub depth: usize,
+    pub stats: Stats,
+    pub out: Vec<u8>,
+    /// Set before a visitor returns a custom error, so the caller can report
+    /// the real reason (serde's custom errors carry only a message).
+    pub fail: Option<Reason>,
+}
+
+/// A value produced for a scalar.
+pub(crate) enum Produced<'a> {
+    /// A string, to be escaped (JSON) or percent-encoded (form).
+    Text(Cow<'a, str>),
+    /// A JSON literal: number, boolean, null, or a replacement constant.
+    Literal(Cow<'a, [u8]>),
+}
+
+#[derive(Clone, Copy)]
+pub(crate) enum Scalar<'a> {
+    Null,
+    Bool(bool),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    Str(&'a str),
+}
+
+impl<'e> Ctx<'e> {
+    /// Walks one JSON document, appending its transform to `self.out`.
+    pub fn document(&mut self, input: &[u8]) -> Result<(), EngineError> {
+        let mut de = serde_json::Deserializer::from_slice(input);
+        // Our own depth limit replaces serde_json's fixed one.
+        de.disable_recursion_limit();
+        let states = self.auto.start(&mut self.stack);
+        let winner = self
+            .auto
+            .winner(&self.rules.rules, &self.stack, states.clone());
+        let keep = self.rules.default_keep;
+        let res = Node {
+            cx: self,
+            states,
+            keep,
+            rule: winner,
+            root: true,
+        }
+        .deserialize(&mut de)
+        .and_then(|wrote| de.end().map(|_| wrote));
+        self.stack.clear();
+        match res {
+            Ok(true) => Ok(()),
+            // A root that produced nothing: a dropped scalar document.
+            Ok(false) => {
+                self.out.extend_from_slice(b"null");
+                Ok(())
+            }
+            Err(e) => Err(EngineError::from_json(&e, input, self.fail.take())),
+        }
+    }
+
+    fn action(&self, rule: Option<RuleIdx>) -> Option<&'e Action> {
+        rule.map(|r| &self.rules.rules[r as usize].action)
+    }
+
+    /// Applies the node's rule to a scalar. `None`: the value is dropped.
+    pub fn scalar<'a>(
+        &mut self,
+        rule: Option<RuleIdx>,
+        keep: bool,
+        states: Range<usize>,
+        v: Scalar<'a>,
+    ) -> Result<Option<Produced<'a>>, Reason>
+    where
+        'e: 'a,
+    {
+        let action = match self.action(rule) {
+            Some(a) => a,
+            None if keep => &Action::Keep,
+            None => {
+                self.stats.dropped += 1;
+                return Ok(None);
+            }
+        };
+        let produced = match (action, v) {
+            (Action::Drop, _) => None,
+            (Action::Keep, v) => {
+                self.stats.kept += 1;
+                Some(literal(v))
+            }
+            (Action::Replace { json, text }, v) => {
+                self.stats.replaced += 1;
+                Some(match v {
+                    Scalar::Str(_) if json.first() == Some(&b'"') => {
+                        Produced::Text(Cow::Borrowed(text.as_str()))
+                    }
+                    _ => Produced::Literal(Cow::Borrowed(json.as_slice())),
+                })
+            }
+            // Booleans and null identify no one; they keep their value.
+            (_, v @ (Scalar::Null | Scalar::Bool(_))) => Some(literal(v)),
+            (Action::Pseudonymise(spec), v) => {
+                let text = scalar_text(v);
+                let out = self.pseudo.apply(spec, &text);
+                self.count(out.is_some(), |s| &mut s.pseudonymised);
+                out.map(|t| Produced::Text(Cow::Owned(t)))
+            }
+            (Action::Generalise(spec), Scalar::Str(s)) => {
+                let out = generalise::text(spec, s);
+                self.count(out.is_some(), |s| &mut s.generalised);
+                out.map(|t| Produced::Text(Cow::Owned(t)))
+            }
+            (Action::Generalise(spec), v) => {
+                let n = match v {
+                    Scalar::U64(n) => n as f64,
+                    Scalar::I64(n) => n as f64,
+                    Scalar::F64(n) => n,
+                    _ => f64::NAN,
+                };
+                let out = generalise::number(spec, n);
+                self.count(out.is_some(), |s| &mut s.generalised);
+                out.map(|n| {
+                    let lit = if n.fract() == 0.0 && n.abs() < 9.0e15 {
+                        format!("{}", n as i64)
+                    } else {
+                        format!("{n}")
+                    };
+                    Produced::Literal(Cow::Owned(lit.into_bytes()))
+                })
+            }
+            (Action::Scrub(url), v) => {
+                let text = scalar_text(v);
+                let mut found = scrub::Found::default();
+                let out = scrub::scrub(self.pseudo, url, &text, &mut found);
+                self.stats.scrubbed += found.replaced as u64;
+                match (out, v) {
+                    (Cow::Borrowed(_), Scalar::Str(s)) => Some(Produced::Text(Cow::Borrowed(s))),
+                    (Cow::Borrowed(_), v) => Some(literal(v)),
+                    (Cow::Owned(o), _) => Some(Produced::Text(Cow::Owned(o))),
+                }
+            }
+            (Action::Decode(enc), Scalar::Str(s)) => {
+                let Some((bytes, wrapping)) = embedded::decode(*enc, s) else {
+                    self.stats.dropped += 1;
+                    return Ok(None);
+                };
+                let saved = std::mem::take(&mut self.out);
+                let saved_depth = self.depth;
+                let res = self.embedded(&bytes, states, keep);
+                self.depth = saved_depth;
+                let inner = std::mem::replace(&mut self.out, saved);
+                match res {
+                    Ok(()) => {
+                        self.stats.decoded += 1;
+                        Some(Produced::Text(Cow::Owned(embedded::encode(
+                            wrapping, &inner,
+                        ))))
+                    }
+                    // A broken embedded payload is dropped, not forwarded and
+                    // not fatal for the rest of the document.
+                    Err(_) => {
+                        self.fail = None;
+                        self.stats.dropped += 1;
+                        None
+                    }
+                }
+            }
+            (Action::Decode(_), v) if keep => Some(literal(v)),
+            (Action::Decode(_), _) => None,
+        };
+        Ok(produced)
+    }
+
+    fn count(&mut self, ok: bool, field: impl FnOnce(&mut Stats) -> &mut u64) {
+        if ok {
+            *field(&mut self.stats) += 1;
+        } else {
+            // The value could not take its kind's shape: fail closed.
+            self.stats.dropped += 1;
+        }
+    }
+
+    /// Walks JSON found inside a string, continuing the path of the string.
+    fn embedded(&mut self, input: &[u8], states: Range<usize>, keep: bool) -> Result<(), Reason> {
+        let mut de = serde_json::Deserializer::from_slice(input);
+        de.disable_recursion_limit();
+        let rules = self.rules;
+        let winner = self
+            .auto
+            .winner(&rules.rules, &self.stack, states.clone())
+            .filter(|&r| !matches!(rules.rules[r as usize].action, Action::Decode(_)));
+        let res = Node {
+            cx: self,
+            states,
+            keep,
+            rule: winner,
+            root: true,
+        }
+        .deserialize(&mut de)
+        .and_then(|_| de.end());
+        res.map_err(|_| {
+            self.fail
+                .take()
+                .unwrap_or(Reason::Malformed("embedded".into()))
+        })
+    }
+
+    fn enter(&mut self) -> Result<(), Reason> {
+        self.depth += 1;
+        if self.depth > self.limits.max_depth {
+            return Err(Reason::TooDeep {
+                limit: self.limits.max_depth,
+            });
+        }
+        Ok(())
+    }
+
+    fn raise<E: de::Error>(&mut self, reason: Reason) -> E {
+        self.fail = Some(reason);
+        E::custom("scrim")
+    }
+
+    /// Decides a child: its states, winning rule, and whether it is dead
+    /// (nothing below it can be emitted).
+    pub(crate) fn child(
+        &mut self,
+        parent: Range<usize>,
+        step: Step<'_>,
+        keep: bool,
+    ) -> (Range<usize>, Option<RuleIdx>, bool) {
+        let states = self.auto.step(&mut self.stack, parent, step);
+        let winner = self
+            .auto
+            .winner(&self.rules.rules, &self.stack, states.clone());
+        let dead = match winner {
+            Some(r) => matches!(self.rules.rules[r as usize].action, Action::Drop),
+            None => states.is_empty() && !keep,
+        };
+        (states, winner, dead)
+    }
+}
+
+fn scalar_text(v: Scalar<'_>) -> Cow<'_, str> {
+    match v {
+        Scalar::Str(s) => Cow::Borrowed(s),
+        Scalar::U64(n) => Cow::Owned(n.to_string()),
+        Scalar::I64(n) => Cow::Owned(n.to_string()),
+        Scalar::F64(n) => Cow::Owned(n.to_string()),
+        Scalar::Bool(b) => Cow::Borrowed(if b { "true" } else { "false" }),
+        Scalar::Null => Cow::Borrowed("null"),
+    }
+}
+
+fn literal(v: Scalar<'_>) -> Produced<'_> {
+    match v {
+        Scalar::Str(s) => Produced::Text(Cow::Borrowed(s)),
+        Scalar::Null => Produced::Literal(Cow::Borrowed(b"null")),
+        Scalar::Bool(true) => Produced::Literal(Cow::Borrowed(b"true")),
+        Scalar::Bool(false) => Produced::Literal(Cow::Borrowed(b"false")),
+        Scalar::U64(n) => Produced::Literal(Cow::Owned(n.to_string().into_bytes())),
+        Scalar::I64(n) => Produced::Literal(Cow::Owned(n.to_string().into_bytes())),
+        Scalar::F64(n) => Produced::Literal(Cow::Owned(
+            serde_json::to_vec(&n).unwrap_or_else(|_| b"null".to_vec()),
+        )),
+    }
+}
+
+pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(out, s).expect("writing to a Vec cannot fail");
+}
+
+// === impl Node ===
+
+/// One node of the document being walked.
+struct Node<'c, 'e> {
+    cx: &'c mut Ctx<'e>,
+    states: Range<usize>,
+    /// Inherited: an ancestor was kept whole (or the file default is keep).
+    keep: bool,
+    rule: Option<RuleIdx>,
+    root: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for Node<'_, '_> {
+    /// Whether anything was written.
+    type Value = bool;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl Node<'_, '_> {
+    fn emit<E: de::Error>(self, v: Scalar<'_>) -> Result<bool, E> {
+        let cx = self.cx;
+        if let Scalar::Str(s) = v {
+            if s.len() > cx.limits.max_string_len {
+                return Err(cx.raise(Reason::StringTooLong {
+                    limit: cx.limits.max_string_len,
+                }));
+            }
+        }
+        match cx.scalar(self.rule, self.keep, self.states, v) {
+            Ok(Some(Produced::Text(t))) => {
+                write_json_str(&mut cx.out, &t);
+                Ok(true)
+            }
+            Ok(Some(Produced::Literal(l))) => {
+                cx.out.extend_from_slice(&l);
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(r) => Err(cx.raise(r)),
+        }
+    }
+
+    /// For a container: keep its children by default, and must it appear
+    /// even if empty? `None` if the rule is a scalar action (type mismatch).
+    fn container_mode(&self) -> Option<(bool, bool)> {
+        match self.cx.action(self.rule) {
+            Some(Action::Keep) => Some((true, true)),
+            None | Some(Action::Decode(_)) => Some((self.keep, self.keep || self.root)),
+            Some(Action::Replace { .. }) => None,
+            Some(_) => None,
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for Node<'_, '_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<bool, E> {
+        self.emit(Scalar::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<bool, E> {
+        self.emit(Scalar::I64(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<bool, E> {
+        self.emit(Scalar::U64(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<bool, E> {
+        self.emit(Scalar::F64(v))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+        self.emit(Scalar::Null)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
+        self.emit(Scalar::Str(v))
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<bool, E> {
+        self.emit(Scalar::Str(v))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let Some((keep, must_emit)) = self.container_mode() else {
+            return self.replace_container(|| {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(())
+            });
+        };
+        let cx = self.cx;
+        cx.enter().map_err(|r| cx.raise(r))?;
+        let mark = cx.out.len();
+        cx.out.push(b'{');
+        let mut empty = true;
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let base = cx.stack.len();
+            let (states, rule, dead) = cx.child(self.states.clone(), Step::Key(&key), keep);
+            if dead {
+                map.next_value::<IgnoredAny>()?;
+                cx.stats.dropped += 1;
+            } else {
+                let entry = cx.out.len();
+                if !empty {
+                    cx.out.push(b',');
+                }
+                write_json_str(&mut cx.out, &key);
+                cx.out.push(b':');
+                let wrote = map.next_value_seed(Node {
+                    cx: &mut *cx,
+                    states,
+                    keep,
+                    rule,
+                    root: false,
+                })?;
+                if wrote {
+                    empty = false;
+                } else {
+                    cx.out.truncate(entry);
+                }
+            }
+            cx.stack.truncate(base);
+        }
+        cx.depth -= 1;
+        cx.out.push(b'}');
+        if empty && !must_emit {
+            cx.out.truncate(mark);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        let Some((keep, must_emit)) = self.container_mode() else {
+            return self.replace_container(|| {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(())
+            });
+        };
+        let cx = self.cx;
+        cx.enter().map_err(|r| cx.raise(r))?;
+        let mark = cx.out.len();
+        cx.out.push(b'[');
+        let mut empty = true;
+        let mut i = 0usize;
+        loop {
+            let base = cx.stack.len();
+            let (states, rule, dead) = cx.child(self.states.clone(), Step::Index(i), keep);
+            let more = if dead {
+                let skipped = seq.next_element::<IgnoredAny>()?;
+                if skipped.is_some() {
+                    cx.stats.dropped += 1;
+                }
+                skipped.is_some()
+            } else {
+                let entry = cx.out.len();
+                if !empty {
+                    cx.out.push(b',');
+                }
+                match seq.next_element_seed(Node {
+                    cx: &mut *cx,
+                    states,
+                    keep,
+                    rule,
+                    root: false,
+                })? {
+                    Some(true) => {
+                        empty = false;
+                        true
+                    }
+                    Some(false) => {
+                        cx.out.truncate(entry);
+                        true
+                    }
+                    None => {
+                        cx.out.truncate(entry);
+                        false
+                    }
+                }
+            };
+            cx.stack.truncate(base);
+            if !more {
+                break;
+            }
+            i += 1;
+        }
+        cx.depth -= 1;
+        cx.out.push(b']');
+        if empty && !must_emit {
+            cx.out.truncate(mark);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+}
+
+impl Node<'_, '_> {
+    /// A container where a scalar rule applies: `replace` writes its
+    /// constant, every other scalar action drops the whole container, since
+    /// a token of a structure would be meaningless and keeping it would leak.
+    fn replace_container<E>(self, skip: impl FnOnce() -> Result<(), E>) -> Result<bool, E> {
+        skip()?;
+        match self.cx.action(self.rule) {
+            Some(Action::Replace { json, .. }) => {
+                self.cx.stats.replaced += 1;
+                self.cx.out.extend_from_slice(json);
+                Ok(true)
+            }
+            _ => {
+                self.cx.stats.dropped += 1;
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// Object keys, borrowed from the input when they contain no escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+}

@@ -1,0 +1,252 @@
+//! The rule engine: a payload carrying personal data in, a minimised one out.
+//!
+//! No network and no async here: the proxy and `scrim transform` share this
+//! code. The flow is
+//!
+//! ```text
+//! rules/*.toml --spec--> RuleFile --compile--> CompiledRules ─┐
+//! key source ---------------------------------> Pseudonymiser ├─> Engine
+//! payload --json/ndjson/form--> walk (plan decides per path) ─┘     │
+//!                                        output + Stats <───────────┘
+//! ```
+//!
+//! Everything no rule names is dropped unless the rule file says
+//! `default = "keep"`. A body that does not parse is an error, never passed
+//! through.
+
+pub mod compile;
+pub mod embedded;
+pub mod error;
+pub mod form;
+pub mod generalise;
+pub mod json;
+pub mod ndjson;
+pub mod plan;
+pub mod scrub;
+pub mod selector;
+pub mod spec;
+
+use std::sync::Arc;
+
+pub use compile::{compile_file, compile_str, CompileError, Diagnostic};
+pub use error::{EngineError, Reason};
+pub use ndjson::NdjsonStream;
+pub use plan::{Action, CompiledRules, Purpose, Retention};
+
+use crate::keyring::{KeyError, KeySource};
+use crate::pseudo::Pseudonymiser;
+use json::{Ctx, Produced, Scalar};
+
+/// Payload formats the engine reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Json,
+    Ndjson,
+    Form,
+}
+
+/// Bounds on input, each a typed error when crossed.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Deepest nesting of objects and arrays (default 128).
+    pub max_depth: usize,
+    /// Longest single string, in bytes after unescaping (default 1 MiB).
+    pub max_string_len: usize,
+    /// Longest NDJSON line (default 4 MiB).
+    pub max_line_len: usize,
+}
+
+/// Highest accepted `max_depth`: the walk recurses once per level, and this
+/// keeps it far inside a 2 MiB thread stack.
+pub const MAX_DEPTH_CEILING: usize = 1024;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_depth: 128,
+            max_string_len: 1 << 20,
+            max_line_len: 4 << 20,
+        }
+    }
+}
+
+/// What one transform did, by action. Counts of values, not the values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub kept: u64,
+    pub dropped: u64,
+    pub pseudonymised: u64,
+    pub generalised: u64,
+    /// Personal values replaced inside free text.
+    pub scrubbed: u64,
+    pub replaced: u64,
+    /// Embedded payloads opened and re-encoded.
+    pub decoded: u64,
+}
+
+impl std::ops::AddAssign for Stats {
+    fn add_assign(&mut self, o: Self) {
+        self.kept += o.kept;
+        self.dropped += o.dropped;
+        self.pseudonymised += o.pseudonymised;
+        self.generalised += o.generalised;
+        self.scrubbed += o.scrubbed;
+        self.replaced += o.replaced;
+        self.decoded += o.decoded;
+    }
+}
+
+/// Compiled rules bound to a key: ready to transform. Cheap to share
+/// (`Arc`) and immutable; a new key version or rule set means a new Engine.
+#[derive(Debug)]
+pub struct Engine {
+    rules: Arc<CompiledRules>,
+    pseudo: Pseudonymiser,
+    limits: Limits,
+}
+
+impl Engine {
+    /// Binds rules to the source's active key. Derives all per-kind keys
+    /// now, so that transforms do no key work.
+    pub fn new(
+        rules: Arc<CompiledRules>,
+        keys: &dyn KeySource,
+        limits: Limits,
+    ) -> Result<Self, KeyError> {
+        let key = keys.active()?;
+        let pseudo = Pseudonymiser::new(&key, &rules.purpose.id, &rules.purpose.recipient);
+        let mut limits = limits;
+        limits.max_depth = limits.max_depth.clamp(1, MAX_DEPTH_CEILING);
+        Ok(Self {
+            rules,
+            pseudo,
+            limits,
+        })
+    }
+
+    pub fn rules(&self) -> &CompiledRules {
+        &self.rules
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn pseudonymiser(&self) -> &Pseudonymiser {
+        &self.pseudo
+    }
+
+    /// The key version tokens are made under.
+    pub fn key_version(&self) -> u32 {
+        self.pseudo.version()
+    }
+
+    fn ctx(&self, query: bool, out: Vec<u8>) -> Ctx<'_> {
+        Ctx {
+            rules: &self.rules,
+            auto: if query {
+                &self.rules.query
+            } else {
+                &self.rules.body
+            },
+            pseudo: &self.pseudo,
+            limits: &self.limits,
+            stack: Vec::with_capacity(32),
+            depth: 0,
+            stats: Stats::default(),
+            out,
+            fail: None,
+        }
+    }
+
+    /// Transforms a whole payload of the given format, appending to `out`.
+    /// On error `out` may hold a partial result and must be discarded.
+    pub fn transform(
+        &self,
+        format: Format,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Stats, EngineError> {
+        match format {
+            Format::Json => self.json(input, out),
+            Format::Ndjson => {
+                let mut s = self.ndjson();
+                s.push(input, out)?;
+                s.finish(out)
+            }
+            Format::Form => {
+                let text = std::str::from_utf8(input)
+                    .map_err(|e| EngineError::at(e.valid_up_to(), Reason::InvalidUtf8))?;
+                let mut s = String::with_capacity(text.len());
+                let stats = self.form_str(text, &mut s, false)?;
+                out.extend_from_slice(s.as_bytes());
+                Ok(stats)
+            }
+        }
+    }
+
+    /// One JSON document.
+    pub fn json(&self, input: &[u8], out: &mut Vec<u8>) -> Result<Stats, EngineError> {
+        let mut cx = self.ctx(false, std::mem::take(out));
+        let res = cx.document(input);
+        *out = cx.out;
+        res.map(|()| cx.stats)
+    }
+
+    /// A streaming NDJSON transform.
+    pub fn ndjson(&self) -> NdjsonStream<'_> {
+        NdjsonStream::new(self)
+    }
+
+    /// A query string (without `?`), by the file's `query` rules.
+    pub fn query(&self, query: &str, out: &mut String) -> Result<Stats, EngineError> {
+        self.form_str(query, out, true)
+    }
+
+    fn form_str(&self, input: &str, out: &mut String, query: bool) -> Result<Stats, EngineError> {
+        let mut cx = self.ctx(query, Vec::new());
+        form::walk(&mut cx, input.as_bytes(), out)?;
+        Ok(cx.stats)
+    }
+
+    /// A header value by the file's `header` rules. `None`: do not forward.
+    pub fn header(&self, name: &str, value: &str) -> Option<String> {
+        let idx = self.rules.headers.get(&name.to_ascii_lowercase()).copied();
+        self.single(idx, value)
+    }
+
+    /// A `Cookie` header by the file's `cookie` rules, cookie by cookie.
+    /// `None` when no cookie is left.
+    pub fn cookies(&self, header: &str) -> Option<String> {
+        let mut out = String::new();
+        for pair in header.split(';') {
+            let pair = pair.trim();
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if name.is_empty() {
+                continue;
+            }
+            let idx = self.rules.cookies.get(name).copied();
+            if let Some(v) = self.single(idx, value) {
+                if !out.is_empty() {
+                    out.push_str("; ");
+                }
+                out.push_str(name);
+                out.push('=');
+                out.push_str(&v);
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+
+    fn single(&self, idx: Option<plan::RuleIdx>, value: &str) -> Option<String> {
+        let mut cx = self.ctx(false, Vec::new());
+        if idx.is_none() && !self.rules.default_keep {
+            return None;
+        }
+        match cx.scalar(idx, self.rules.default_keep, 0..0, Scalar::Str(value)) {
+            Ok(Some(Produced::Text(t))) => Some(t.into_owned()),
+            Ok(Some(Produced::Literal(l))) => Some(String::from_utf8_lossy(&l).into_owned()),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! The compiled, hot-path form of a rule file.
+//!
+//! Selectors become one automaton per target (body, query). A walker keeps the
+//! set of live automaton states for the node it is on; stepping into a child
+//! costs O(live states), not O(rules), and a subtree with no live state and a
+//! `drop` default is skipped without being looked at.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use super::selector::{Segment, Selector, Step};
+use super::spec::{Encoding, Granularity, IpMode, Kind, LegalBasis};
+
+/// A rule file after validation: what the engine executes.
+#[derive(Debug)]
+pub struct CompiledRules {
+    pub purpose: Purpose,
+    pub(crate) rules: Vec<CompiledRule>,
+    pub(crate) body: Automaton,
+    pub(crate) query: Automaton,
+    /// Lower-cased header name -> rule.
+    pub(crate) headers: HashMap<String, RuleIdx>,
+    pub(crate) cookies: HashMap<String, RuleIdx>,
+    pub(crate) default_keep: bool,
+}
+
+/// The record of processing a rule file states.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Purpose {
+    pub id: String,
+    pub description: Option<String>,
+    pub legal_basis: LegalBasis,
+    pub retention: Retention,
+    pub recipient: String,
+}
+
+/// How long the recipient may keep what it receives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retention {
+    Days(u32),
+    Months(u32),
+    Years(u32),
+    WhileServiceUsed,
+}
+
+pub type RuleIdx = u16;
+
+#[derive(Debug)]
+pub(crate) struct CompiledRule {
+    /// `id` from the file, or `rule[N]` (1-based) when it had none.
+    pub id: String,
+    pub action: Action,
+    /// Ranks rules that match one node: higher wins.
+    pub rank: Rank,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Rank {
+    pub specificity: (usize, usize, std::cmp::Reverse<usize>),
+    pub strictness: u8,
+}
+
+/// An action with its options resolved.
+#[derive(Debug)]
+pub enum Action {
+    Keep,
+    Drop,
+    Pseudonymise(PseudoSpec),
+    Generalise(GeneraliseSpec),
+    Scrub(UrlSpec),
+    /// The constant, pre-serialised as JSON and, for strings, as plain text.
+    Replace {
+        json: Vec<u8>,
+        text: String,
+    },
+    Decode(Encoding),
+}
+
+#[derive(Debug, Clone)]
+pub struct PseudoSpec {
+    pub kind: Kind,
+    pub email: EmailSpec,
+    pub label: Option<String>,
+    pub ip_mode: IpMode,
+    pub url: UrlSpec,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EmailSpec {
+    pub keep_domain: bool,
+    pub domain: Option<String>,
+    pub strip_plus_tag: bool,
+}
+
+/// What happens to the parts of a URL.
+#[derive(Debug, Clone, Default)]
+pub struct UrlSpec {
+    pub keep_params: Vec<String>,
+    pub pseudonymise_params: Vec<String>,
+    pub keep_fragment: bool,
+    /// In `scrub` text, parameters named nowhere are kept (the text is not an
+    /// allow-list document); in a `url` field they are dropped.
+    pub keep_unnamed_params: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum GeneraliseSpec {
+    Ip { v4_prefix: u8, v6_prefix: u8 },
+    Timestamp(Granularity),
+    UserAgent,
+}
+
+impl Action {
+    /// Used to break ties between equally specific rules: the stricter wins,
+    /// because an ambiguity must never widen what leaves.
+    pub(crate) fn strictness(&self) -> u8 {
+        match self {
+            Action::Drop => 7,
+            Action::Replace { .. } => 6,
+            Action::Pseudonymise(_) => 5,
+            Action::Generalise(_) => 4,
+            Action::Scrub(_) => 3,
+            Action::Decode(_) => 2,
+            Action::Keep => 1,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Keep => "keep",
+            Action::Drop => "drop",
+            Action::Pseudonymise(_) => "pseudonymise",
+            Action::Generalise(_) => "generalise",
+            Action::Scrub(_) => "scrub",
+            Action::Replace { .. } => "replace",
+            Action::Decode(_) => "decode",
+        }
+    }
+}
+
+impl CompiledRules {
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Rule ids and actions, in file order, for `check` and the demo.
+    pub fn describe(&self) -> impl Iterator<Item = (&str, &Action)> {
+        self.rules.iter().map(|r| (r.id.as_str(), &r.action))
+    }
+
+    pub fn header_rule(&self, name: &str) -> Option<&Action> {
+        let idx = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.headers.get(&name.to_ascii_lowercase())
+        } else {
+            self.headers.get(name)
+        };
+        idx.map(|&i| &self.rules[i as usize].action)
+    }
+
+    pub fn default_keep(&self) -> bool {
+        self.default_keep
+    }
+}
+
+// === Automaton ===
+
+/// A state is "rule r has matched the first `pos` segments of its selector".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct State {
+    rule: RuleIdx,
+    pos: u16,
+}
+
+/// Selectors of one target compiled together.
+#[derive(Debug, Default)]
+pub(crate) struct Automaton {
+    selectors: Vec<(RuleIdx, Vec<Segment>)>,
+    /// The closed start state set.
+    start: Vec<State>,
+}
+
+impl Automaton {
+    pub(crate) fn new(selectors: Vec<(RuleIdx, Selector)>) -> Self {
+        let selectors: Vec<(RuleIdx, Vec<Segment>)> = selectors
+            .into_iter()
+            .map(|(r, s)| (r, s.segments().to_vec()))
+            .collect();
+        let mut a = Automaton {
+            selectors,
+            start: Vec::new(),
+        };
+        let mut start = Vec::new();
+        for i in 0..a.selectors.len() {
+            a.push_closed(
+                &mut start,
+                State {
+                    rule: i as RuleIdx,
+                    pos: 0,
+                },
+            );
+        }
+        a.start = start;
+        a
+    }
+
+    /// Appends the start states to `stack`, returning their range.
+    pub(crate) fn start(&self, stack: &mut Vec<State>) -> Range<usize> {
+        let from = stack.len();
+        stack.extend_from_slice(&self.start);
+        from..stack.len()
+    }
+
+    /// Appends the states reached from `from` by one path step.
+    pub(crate) fn step(
+        &self,
+        stack: &mut Vec<State>,
+        from: Range<usize>,
+        step: Step<'_>,
+    ) -> Range<usize> {
+        let begin = stack.len();
+        for i in from {
+            let st = stack[i];
+            let segs = &self.selectors[st.rule as usize].1;
+            let Some(seg) = segs.get(st.pos as usize) else {
+                continue;
+            };
+            match seg {
+                Segment::AnyDepth => self.push_closed_from(stack, begin, st),
+                seg if seg.accepts(step) => self.push_closed_from(
+                    stack,
+                    begin,
+                    State {
+                        rule: st.rule,
+                        pos: st.pos + 1,
+                    },
+                ),
+                _ => {}
+            }
+        }
+        begin..stack.len()
+    }
+
+    /// The winning rule among the states that completed their selector.
+    pub(crate) fn winner(
+        &self,
+        rules: &[CompiledRule],
+        stack: &[State],
+        at: Range<usize>,
+    ) -> Option<RuleIdx> {
+        let mut best: Option<RuleIdx> = None;
+        for st in &stack[at] {
+            let (rule, segs) = &self.selectors[st.rule as usize];
+            if st.pos as usize != segs.len() {
+                continue;
+            }
+            best = match best {
+                Some(b) if rules[b as usize].rank >= rules[*rule as usize].rank => Some(b),
+                _ => Some(*rule),
+            };
+        }
+        best
+    }
+
+    fn push_closed_from(&self, stack: &mut Vec<State>, begin: usize, st: State) {
+        self.push_closed_range(stack, begin, st)
+    }
+
+    fn push_closed(&self, out: &mut Vec<State>, st: State) {
+        self.push_closed_range(out, 0, st)
+    }
+
+    /// Pushes `st` and, through `**` (which may match zero levels), the states
+    /// after it; skips states already present since `begin`.
+    fn push_closed_range(&self, out: &mut Vec<State>, begin: usize, mut st: State) {
+        loop {
+            if !out[begin..].contains(&st) {
+                out.push(st);
+            }
+            let segs = &self.selectors[st.rule as usize].1;
+            match segs.get(st.pos as usize) {
+                Some(Segment::AnyDepth) => st.pos += 1,
+                _ => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auto(sels: &[&str]) -> Automaton {
+        Automaton::new(
+            sels.iter()
+                .enumerate()
+                .map(|(i, s)| (i as RuleIdx, s.parse().unwrap()))
+                .collect(),
+        )
+    }
+
+    fn completed(a: &Automaton, path: &[Step<'_>]) -> Vec<RuleIdx> {
+        let mut stack = Vec::new();
+        let mut at = a.start(&mut stack);
+        for s in path {
+            at = a.step(&mut stack, at, *s);
+        }
+        let mut v: Vec<RuleIdx> = stack[at]
+            .iter()
+            .filter(|st| st.pos as usize == a.selectors[st.rule as usize].1.len())
+            .map(|st| a.selectors[st.rule as usize].0)
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    #[test]
+    fn automaton_agrees_with_reference_matcher() {
+        let sels = [
+            "**.email",
+            "batch[*].context.ip",
+            "a.*.c",
+            "**",
+            "x.**.y",
+            "[*].u",
+            "a[1]",
+        ];
+        let a = auto(&sels);
+        let parsed: Vec<Selector> = sels.iter().map(|s| s.parse().unwrap()).collect();
+        let paths: Vec<Vec<Step<'static>>> = vec![
+            vec![],
+            vec![Step::Key("email")],
+            vec![Step::Key("a"), Step::Key("b"), Step::Key("c")],
+            vec![Step::Key("a"), Step::Index(1)],
+            vec![Step::Key("a"), Step::Index(1), Step::Key("c")],
+            vec![
+                Step::Key("batch"),
+                Step::Index(4),
+                Step::Key("context"),
+                Step::Key("ip"),
+            ],
+            vec![Step::Key("x"), Step::Key("y")],
+            vec![
+                Step::Key("x"),
+                Step::Key("q"),
+                Step::Index(0),
+                Step::Key("y"),
+            ],
+            vec![Step::Index(0), Step::Key("u")],
+            vec![Step::Key("z"), Step::Key("x"), Step::Key("email")],
+        ];
+        for p in &paths {
+            let expect: Vec<RuleIdx> = parsed
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.matches(p))
+                .map(|(i, _)| i as RuleIdx)
+                .collect();
+            assert_eq!(completed(&a, p), expect, "path {p:?}");
+        }
+    }
+}

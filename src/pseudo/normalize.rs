@@ -1,0 +1,112 @@
+//! Per-kind normalisation before hashing, so that spellings of one value give
+//! one token: `Søren@X.dk ` and `søren@x.dk`, `Zoë  Çelik` and `zoë çelik`,
+//! `::ffff:192.0.2.1` and `192.0.2.1`.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use unicode_normalization::UnicodeNormalization;
+
+/// Trimmed, NFKC, lower-cased. With `strip_plus_tag`, `a+news@x` becomes `a@x`.
+pub fn email(raw: &str, strip_plus_tag: bool) -> Cow<'_, str> {
+    let t = raw.trim();
+    let mut s = nfkc_lower(t);
+    if strip_plus_tag {
+        if let Some(at) = s.rfind('@') {
+            if let Some(plus) = s[..at].find('+') {
+                let mut o = String::with_capacity(s.len());
+                o.push_str(&s[..plus]);
+                o.push_str(&s[at..]);
+                s = Cow::Owned(o);
+            }
+        }
+    }
+    s
+}
+
+/// NFKC, lower-cased, inner whitespace runs collapsed to one space, trimmed.
+pub fn name(raw: &str) -> String {
+    let lower = nfkc_lower(raw.trim());
+    let mut out = String::with_capacity(lower.len());
+    for (i, word) in lower.split_whitespace().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
+}
+
+/// Parsed and canonical; IPv4-mapped IPv6 becomes IPv4. `None` if not an IP.
+pub fn ip(raw: &str) -> Option<IpAddr> {
+    raw.trim()
+        .parse::<IpAddr>()
+        .ok()
+        .map(|ip| ip.to_canonical())
+}
+
+/// Digits only, keeping a leading `+`: `+45 12 34-56 78` is `+4512345678`.
+pub fn phone(raw: &str) -> String {
+    let t = raw.trim();
+    let mut out = String::with_capacity(t.len());
+    if t.starts_with('+') {
+        out.push('+');
+    }
+    out.extend(t.chars().filter(char::is_ascii_digit));
+    out
+}
+
+/// Identifiers are case-sensitive: only surrounding whitespace goes.
+pub fn id(raw: &str) -> &str {
+    raw.trim()
+}
+
+fn nfkc_lower(s: &str) -> Cow<'_, str> {
+    if s.is_ascii() {
+        if s.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(s.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(s)
+        }
+    } else {
+        Cow::Owned(s.nfkc().collect::<String>().to_lowercase())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        assert_eq!(email(" Søren@X.dk ", false), "søren@x.dk");
+        assert_eq!(email("A+News@x.dk", true), "a@x.dk");
+        assert_eq!(email("A+News@x.dk", false), "a+news@x.dk");
+        // Fullwidth letters fold under NFKC.
+        assert_eq!(email("ＡＢ@x.dk", false), "ab@x.dk");
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(name("  Søren   Ødegård "), "søren ødegård");
+        assert_eq!(name("ZOË\tÇELIK"), "zoë çelik");
+        // Decomposed é (e + U+0301) equals the precomposed one.
+        assert_eq!(name("Jose\u{301} Núñez"), name("José Núñez"));
+    }
+
+    #[test]
+    fn ips() {
+        assert_eq!(ip("::ffff:192.0.2.1"), ip("192.0.2.1"));
+        assert_eq!(
+            ip("2001:0db8:0000:0000:0000:0000:0000:0001"),
+            ip("2001:db8::1")
+        );
+        assert_eq!(ip("nope"), None);
+    }
+
+    #[test]
+    fn phones() {
+        assert_eq!(phone("+45 12 34-56 78"), "+4512345678");
+        assert_eq!(phone("(555) 123-4567"), "5551234567");
+    }
+}
