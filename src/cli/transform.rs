@@ -54,7 +54,7 @@ pub fn run(a: TransformArgs) -> anyhow::Result<ExitCode> {
     let mut out = io::BufWriter::new(stdout.lock());
     match format {
         Format::Ndjson => {
-            let mut stream = engine.ndjson();
+            let mut stream = crate::engine::NdjsonStream::new();
             let mut buf = vec![0u8; 64 * 1024];
             let mut produced = Vec::with_capacity(64 * 1024);
             loop {
@@ -65,14 +65,14 @@ pub fn run(a: TransformArgs) -> anyhow::Result<ExitCode> {
                     Err(e) => return Err(e).with_context(|| format!("cannot read {input_name}")),
                 };
                 stream
-                    .push(&buf[..n], &mut produced)
+                    .push(&engine, &buf[..n], &mut produced)
                     .map_err(|e| anyhow::anyhow!("{input_name}: {e}"))?;
                 out.write_all(&produced)?;
                 out.flush()?;
                 produced.clear();
             }
             stream
-                .finish(&mut produced)
+                .finish(&engine, &mut produced)
                 .map_err(|e| anyhow::anyhow!("{input_name}: {e}"))?;
             out.write_all(&produced)?;
         }

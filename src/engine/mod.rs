@@ -170,9 +170,9 @@ impl Engine {
         match format {
             Format::Json => self.json(input, out),
             Format::Ndjson => {
-                let mut s = self.ndjson();
-                s.push(input, out)?;
-                s.finish(out)
+                let mut s = NdjsonStream::new();
+                s.push(self, input, out)?;
+                s.finish(self, out)
             }
             Format::Form => {
                 let text = std::str::from_utf8(input)
@@ -191,11 +191,6 @@ impl Engine {
         let res = cx.document(input);
         *out = cx.out;
         res.map(|()| cx.stats)
-    }
-
-    /// A streaming NDJSON transform.
-    pub fn ndjson(&self) -> NdjsonStream<'_> {
-        NdjsonStream::new(self)
     }
 
     /// A query string (without `?`), by the file's `query` rules.

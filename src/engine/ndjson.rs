@@ -7,35 +7,37 @@
 use super::error::{EngineError, Reason};
 use super::{Engine, Stats};
 
-/// A streaming NDJSON transform. Push chunks, then `finish`.
-pub struct NdjsonStream<'e> {
-    engine: &'e Engine,
+/// The state of a streaming NDJSON transform: push chunks, then `finish`.
+/// It holds no engine, so a body adapter can keep it next to an
+/// `Arc<Engine>` and pass the engine in on every call.
+#[derive(Debug, Default)]
+pub struct NdjsonStream {
     carry: Vec<u8>,
     line: u64,
     stats: Stats,
 }
 
-impl<'e> NdjsonStream<'e> {
-    pub(crate) fn new(engine: &'e Engine) -> Self {
-        Self {
-            engine,
-            carry: Vec::new(),
-            line: 0,
-            stats: Stats::default(),
-        }
+impl NdjsonStream {
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Transforms every line completed by `chunk`, appending to `out`.
-    pub fn push(&mut self, mut chunk: &[u8], out: &mut Vec<u8>) -> Result<(), EngineError> {
+    pub fn push(
+        &mut self,
+        engine: &Engine,
+        mut chunk: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), EngineError> {
         while let Some(nl) = chunk.iter().position(|&b| b == b'\n') {
             let (head, rest) = (&chunk[..nl], &chunk[nl + 1..]);
             if self.carry.is_empty() {
-                self.line(head, out)?;
+                self.line(engine, head, out)?;
             } else {
                 self.carry.extend_from_slice(head);
-                self.check_len()?;
+                self.check_len(engine)?;
                 let line = std::mem::take(&mut self.carry);
-                let res = self.line(&line, out);
+                let res = self.line(engine, &line, out);
                 self.carry = line;
                 self.carry.clear();
                 res?;
@@ -43,14 +45,14 @@ impl<'e> NdjsonStream<'e> {
             chunk = rest;
         }
         self.carry.extend_from_slice(chunk);
-        self.check_len()
+        self.check_len(engine)
     }
 
     /// Transforms a last line without a newline; returns the totals.
-    pub fn finish(mut self, out: &mut Vec<u8>) -> Result<Stats, EngineError> {
+    pub fn finish(mut self, engine: &Engine, out: &mut Vec<u8>) -> Result<Stats, EngineError> {
         if !self.carry.is_empty() {
             let line = std::mem::take(&mut self.carry);
-            self.line(&line, out)?;
+            self.line(engine, &line, out)?;
         }
         Ok(self.stats)
     }
@@ -59,8 +61,8 @@ impl<'e> NdjsonStream<'e> {
         self.stats
     }
 
-    fn check_len(&self) -> Result<(), EngineError> {
-        let limit = self.engine.limits().max_line_len;
+    fn check_len(&self, engine: &Engine) -> Result<(), EngineError> {
+        let limit = engine.limits().max_line_len;
         if self.carry.len() > limit {
             return Err(EngineError {
                 offset: limit,
@@ -71,9 +73,9 @@ impl<'e> NdjsonStream<'e> {
         Ok(())
     }
 
-    fn line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Result<(), EngineError> {
+    fn line(&mut self, engine: &Engine, line: &[u8], out: &mut Vec<u8>) -> Result<(), EngineError> {
         self.line += 1;
-        let limit = self.engine.limits().max_line_len;
+        let limit = engine.limits().max_line_len;
         if line.len() > limit {
             return Err(EngineError {
                 offset: limit,
@@ -86,7 +88,7 @@ impl<'e> NdjsonStream<'e> {
         if line.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
         }
-        let stats = self.engine.json(line, out).map_err(|mut e| {
+        let stats = engine.json(line, out).map_err(|mut e| {
             e.line = Some(self.line);
             e
         })?;

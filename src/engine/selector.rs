@@ -202,9 +202,7 @@ impl Parser<'_> {
         if rest.starts_with('"') {
             return self.quoted();
         }
-        let len = rest
-            .find(['.', '[', ']', '*', '"'])
-            .unwrap_or(rest.len());
+        let len = rest.find(['.', '[', ']', '*', '"']).unwrap_or(rest.len());
         if len == 0 {
             return Err(self.err("expected a field name, `*` or `**`"));
         }
