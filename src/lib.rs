@@ -9,7 +9,15 @@
 //!   per purpose, recipient and kind; tokens carry the key version and keep
 //!   the shape of what they replace (an email stays an email, an IP an IP).
 //! - [`keyring`]: where keys come from, behind the narrow [`keyring::KeySource`].
-//! - [`cli`]: `scrim transform`, `scrim check`, `scrim demo`.
+//! - [`config`]: `scrim.toml`, validated once into [`config::Config`].
+//! - [`snapshot`]: routes bound to compiled rules and the active key; one
+//!   `Arc<Snapshot>` is pinned per request.
+//! - [`proxy`]: one request's lifecycle as named phases (start there).
+//! - [`server`]: listeners, TLS, HTTP/1.1 and HTTP/2, connection limits,
+//!   graceful drain.
+//! - [`telemetry`]: logging setup; logs carry rule ids, routes and reasons,
+//!   never values.
+//! - [`cli`]: `scrim run`, `scrim demo`, `scrim transform`, `scrim check`.
 //!
 //! Invariants every module keeps: allow-list minimisation, fail closed,
 //! keyed and domain-separated pseudonyms, no key material and no personal
@@ -18,6 +26,11 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod keyring;
+pub mod proxy;
 pub mod pseudo;
+pub mod server;
+pub mod snapshot;
+pub mod telemetry;

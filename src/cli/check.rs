@@ -12,9 +12,41 @@ use crate::engine::compile_file;
 pub struct CheckArgs {
     /// Rule files to check; by default every `*.toml` in ./rules.
     files: Vec<PathBuf>,
+    /// Check a config file and every rule file it names.
+    #[arg(short, long, env = "SCRIM_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 pub fn run(a: CheckArgs) -> anyhow::Result<ExitCode> {
+    if let Some(c) = &a.config {
+        return Ok(match crate::config::load(c) {
+            Ok(cfg) => {
+                println!(
+                    "{}: ok: {} listeners, {} upstreams, {} routes",
+                    c.display(),
+                    cfg.listeners.len(),
+                    cfg.upstreams.len(),
+                    cfg.routes.len()
+                );
+                for r in &cfg.routes {
+                    println!(
+                        "  route {}: -> {} with purpose `{}` ({}, retention {})",
+                        r.index,
+                        r.upstream.name,
+                        r.rules.purpose.id,
+                        r.rules.purpose.legal_basis.as_str(),
+                        r.rules.purpose.retention
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                eprintln!("{}: the configuration is invalid", c.display());
+                ExitCode::FAILURE
+            }
+        });
+    }
     let files = if a.files.is_empty() {
         default_files(Path::new("rules"))?
     } else {

@@ -4,6 +4,7 @@
 
 mod check;
 mod demo;
+mod run;
 mod transform;
 
 use std::path::PathBuf;
@@ -27,6 +28,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the proxy from a config file.
+    Run(run::RunArgs),
     /// Run bundled webinar traffic through the bundled rules with a
     /// throw-away key, and show what a recipient would receive.
     Demo(demo::DemoArgs),
@@ -88,6 +91,7 @@ impl LimitArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
+        Command::Run(a) => run::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Transform(a) => transform::run(a),
         Command::Check(a) => check::run(a),

@@ -25,6 +25,7 @@ pub mod plan;
 pub mod scrub;
 pub mod selector;
 pub mod spec;
+pub mod sse;
 
 use std::sync::Arc;
 
@@ -32,6 +33,7 @@ pub use compile::{compile_file, compile_str, CompileError, Diagnostic};
 pub use error::{EngineError, Reason};
 pub use ndjson::NdjsonStream;
 pub use plan::{Action, CompiledRules, Purpose, Retention};
+pub use sse::SseStream;
 
 use crate::keyring::{KeyError, KeySource};
 use crate::pseudo::Pseudonymiser;

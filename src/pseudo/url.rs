@@ -84,8 +84,13 @@ impl Pseudonymiser {
         }
         if relative {
             let s = url.as_str();
-            let path_at = RELATIVE_BASE.len();
-            Some(s[path_at..].to_owned())
+            // A scheme-relative input (`//host/path`, or `\\host` which the
+            // URL parser reads the same way) brings its own host: only the
+            // scheme came from the base, so only the scheme is removed.
+            match s.strip_prefix(RELATIVE_BASE) {
+                Some(path) if url.host_str() == Some("relative.invalid") => Some(path.to_owned()),
+                _ => Some(s.strip_prefix("http:").unwrap_or(s).to_owned()),
+            }
         } else {
             Some(url.into())
         }

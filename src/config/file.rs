@@ -1,0 +1,129 @@
+//! The config file as written (`scrim.toml`). Validated into
+//! [`Config`](super::Config) by [`super::load`]; nothing here is read on the
+//! request path.
+//!
+//! ```toml
+//! [[listener]]
+//! addr = "127.0.0.1:8080"
+//!
+//! [keys]
+//! file = "/run/secrets/scrim.key"     # or SCRIM_KEY in the environment
+//!
+//! [upstream.posthog]
+//! url = "https://eu.i.posthog.com"
+//! headers = { "X-Api-Key" = "${POSTHOG_KEY}" }
+//!
+//! [[route]]
+//! path_prefix = "/e/"
+//! methods = ["POST"]
+//! upstream = "posthog"
+//! rules = "rules/audience-analytics.toml"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<Spanned<ListenerSpec>>,
+    #[serde(default)]
+    pub limits: LimitsSpec,
+    #[serde(default)]
+    pub keys: KeysSpec,
+    #[serde(default, rename = "upstream")]
+    pub upstreams: BTreeMap<String, Spanned<UpstreamSpec>>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Spanned<RouteSpec>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSpec {
+    /// `host:port`; port 0 picks a free port.
+    pub addr: Spanned<String>,
+    /// Serve TLS with these PEM files; ALPN offers h2 and http/1.1.
+    pub tls: Option<TlsSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSpec {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Every bound has a safe default; all sizes in bytes, times in milliseconds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// Largest request or response body as received (default 10 MiB).
+    pub max_body_bytes: Option<u64>,
+    /// Largest body after Content-Encoding is decoded (default 50 MiB).
+    pub max_decoded_bytes: Option<u64>,
+    /// Largest request head (default 64 KiB).
+    pub max_header_bytes: Option<usize>,
+    /// Time for a client to send the request head (default 10 s).
+    pub header_timeout_ms: Option<u64>,
+    /// Time for a client to send a buffered body (default 30 s).
+    pub body_timeout_ms: Option<u64>,
+    /// Concurrent client connections (default 10000).
+    pub max_connections: Option<usize>,
+    /// JSON nesting depth (default 128).
+    pub max_depth: Option<usize>,
+    /// Longest JSON string (default 1 MiB).
+    pub max_string_bytes: Option<usize>,
+    /// Longest NDJSON line or SSE event (default 4 MiB).
+    pub max_line_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysSpec {
+    /// Key file (`v<VERSION>:<secret>`); default: SCRIM_KEY from the environment.
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSpec {
+    /// `http://` or `https://` base URL; its path is prefixed to every request.
+    pub url: Spanned<String>,
+    /// Extra PEM CA certificates trusted for this upstream, beside the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Default 5000.
+    pub connect_timeout_ms: Option<u64>,
+    /// Time until the upstream's response head arrives; default 30000.
+    pub response_timeout_ms: Option<u64>,
+    /// Headers injected into every request, after the rules ran. `${VAR}` is
+    /// replaced from the environment at load, so secrets stay out of the file.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Match on the Host header (port ignored), case-insensitive.
+    pub host: Option<String>,
+    /// Match this exact path...
+    pub path: Option<String>,
+    /// ...or any path under this prefix.
+    pub path_prefix: Option<String>,
+    /// Methods matched; default any.
+    pub methods: Option<Vec<String>>,
+    /// The `[upstream.NAME]` to forward to.
+    pub upstream: Spanned<String>,
+    /// Replace the matched path (or prefix) with this.
+    pub rewrite: Option<String>,
+    /// Rule file for the request (relative to the config file).
+    pub rules: Option<Spanned<PathBuf>>,
+    /// Rule file text inline, instead of `rules`.
+    pub inline_rules: Option<Spanned<String>>,
+    /// Rule file for the response; without it the response streams back as is.
+    pub response_rules: Option<Spanned<PathBuf>>,
+}

@@ -1,0 +1,515 @@
+//! Configuration: the file form ([`file::FileConfig`]) validated once into
+//! [`Config`], with every problem reported as `file:line:col: error: ...`
+//! and what to write instead. `scrim check -c scrim.toml` is `load` plus a
+//! report; `scrim run` refuses to start on any error.
+
+pub mod file;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method};
+
+use crate::engine::compile::line_col;
+use crate::engine::{compile_file, compile_str, CompiledRules, Limits};
+use file::FileConfig;
+
+/// A validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub listeners: Vec<ListenerConfig>,
+    pub limits: ProxyLimits,
+    /// Key file; `None` means SCRIM_KEY from the environment.
+    pub key_file: Option<PathBuf>,
+    pub upstreams: HashMap<String, Arc<UpstreamConfig>>,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub addr: SocketAddr,
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Bounds applied by the proxy. Every one maps to a status when crossed.
+#[derive(Debug, Clone)]
+pub struct ProxyLimits {
+    pub max_body_bytes: u64,
+    pub max_decoded_bytes: u64,
+    pub max_header_bytes: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_connections: usize,
+    pub engine: Limits,
+}
+
+impl Default for ProxyLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 10 << 20,
+            max_decoded_bytes: 50 << 20,
+            max_header_bytes: 64 << 10,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            engine: Limits::default(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    /// Base path without a trailing slash ("" for none).
+    pub base_path: String,
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// 1-based position in the file, for logs and metrics.
+    pub index: usize,
+    pub host: Option<String>,
+    pub path: PathMatch,
+    /// Empty: any method.
+    pub methods: Vec<Method>,
+    pub upstream: Arc<UpstreamConfig>,
+    pub rewrite: Option<String>,
+    pub rules: Arc<CompiledRules>,
+    pub response_rules: Option<Arc<CompiledRules>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+}
+
+/// Everything wrong with a configuration, one formatted diagnostic per line.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub messages: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.messages.join("\n"))
+    }
+}
+
+/// Reads and validates a config file. Rule files are resolved relative to it.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        messages: vec![format!(
+            "{}: error: cannot read the file: {e}",
+            path.display()
+        )],
+    })?;
+    load_str(&text, path)
+}
+
+/// Validates config text; `path` names it in diagnostics and anchors
+/// relative paths.
+pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let mut cx = Cx {
+        text,
+        name: path.display().to_string(),
+        base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        messages: Vec::new(),
+    };
+    let file: FileConfig = match toml::from_str(text) {
+        Ok(f) => f,
+        Err(e) => {
+            cx.error(
+                e.span().unwrap_or(0..0),
+                e.message().trim(),
+                Some("see the example at the top of the config documentation (README)"),
+            );
+            return Err(cx.finish());
+        }
+    };
+    let cfg = cx.build(file, path);
+    if cx.messages.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(cx.finish())
+    }
+}
+
+struct Cx<'a> {
+    text: &'a str,
+    name: String,
+    base: PathBuf,
+    messages: Vec<String>,
+}
+
+impl Cx<'_> {
+    fn error(&mut self, span: Range<usize>, msg: &str, help: Option<&str>) {
+        let (line, col) = line_col(self.text, span.start);
+        let mut m = format!("{}:{line}:{col}: error: {msg}", self.name);
+        if let Some(h) = help {
+            m.push_str("\n  help: ");
+            m.push_str(h);
+        }
+        self.messages.push(m);
+    }
+
+    fn finish(self) -> ConfigError {
+        ConfigError {
+            messages: self.messages,
+        }
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn build(&mut self, f: FileConfig, path: &Path) -> Config {
+        let d = ProxyLimits::default();
+        let l = &f.limits;
+        let limits = ProxyLimits {
+            max_body_bytes: l.max_body_bytes.unwrap_or(d.max_body_bytes),
+            max_decoded_bytes: l.max_decoded_bytes.unwrap_or(d.max_decoded_bytes),
+            max_header_bytes: l.max_header_bytes.unwrap_or(d.max_header_bytes).max(1024),
+            header_timeout: l
+                .header_timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(d.header_timeout),
+            body_timeout: l
+                .body_timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(d.body_timeout),
+            max_connections: l.max_connections.unwrap_or(d.max_connections).max(1),
+            engine: Limits {
+                max_depth: l.max_depth.unwrap_or(d.engine.max_depth),
+                max_string_len: l.max_string_bytes.unwrap_or(d.engine.max_string_len),
+                max_line_len: l.max_line_bytes.unwrap_or(d.engine.max_line_len),
+            },
+        };
+        if limits.engine.max_depth == 0
+            || limits.engine.max_depth > crate::engine::MAX_DEPTH_CEILING
+        {
+            self.error(
+                0..0,
+                &format!(
+                    "limits.max_depth must be 1 to {}",
+                    crate::engine::MAX_DEPTH_CEILING
+                ),
+                None,
+            );
+        }
+
+        let mut listeners = Vec::new();
+        if f.listeners.is_empty() {
+            self.error(
+                0..0,
+                "no [[listener]]",
+                Some("add [[listener]] with addr = \"127.0.0.1:8080\""),
+            );
+        }
+        for l in &f.listeners {
+            let spec = l.get_ref();
+            match spec.addr.get_ref().parse::<SocketAddr>() {
+                Ok(addr) => listeners.push(ListenerConfig {
+                    addr,
+                    tls: spec.tls.as_ref().map(|t| TlsFiles {
+                        cert: self.resolve(&t.cert),
+                        key: self.resolve(&t.key),
+                    }),
+                }),
+                Err(_) => self.error(
+                    spec.addr.span(),
+                    &format!("`{}` is not an address", spec.addr.get_ref()),
+                    Some("write host:port with an IP, e.g. \"0.0.0.0:8080\" or \"[::1]:8443\""),
+                ),
+            }
+            if let Some(t) = &spec.tls {
+                for p in [&t.cert, &t.key] {
+                    if !self.resolve(p).is_file() {
+                        self.error(
+                            l.span(),
+                            &format!("TLS file {} does not exist", self.resolve(p).display()),
+                            None,
+                        );
+                    }
+                }
+            }
+        }
+
+        let mut upstreams = HashMap::new();
+        for (name, u) in &f.upstreams {
+            if let Some(up) = self.upstream(name, u) {
+                upstreams.insert(name.clone(), Arc::new(up));
+            }
+        }
+
+        let mut routes = Vec::new();
+        if f.routes.is_empty() {
+            self.error(
+                0..0,
+                "no [[route]]: every request would get 404",
+                Some("add [[route]] with path_prefix, upstream and rules"),
+            );
+        }
+        for (i, r) in f.routes.iter().enumerate() {
+            if let Some(route) = self.route(i + 1, r, &upstreams, &limits) {
+                routes.push(route);
+            }
+        }
+
+        Config {
+            path: path.to_path_buf(),
+            listeners,
+            limits,
+            key_file: f.keys.file.as_ref().map(|p| self.resolve(p)),
+            upstreams,
+            routes,
+        }
+    }
+
+    fn upstream(
+        &mut self,
+        name: &str,
+        u: &toml::Spanned<file::UpstreamSpec>,
+    ) -> Option<UpstreamConfig> {
+        let spec = u.get_ref();
+        let raw = spec.url.get_ref();
+        let uri: http::Uri = match raw.parse() {
+            Ok(uri) => uri,
+            Err(_) => {
+                self.error(
+                    spec.url.span(),
+                    &format!("`{raw}` is not a URL"),
+                    Some("write e.g. url = \"https://api.example.com\""),
+                );
+                return None;
+            }
+        };
+        let scheme = uri.scheme().cloned();
+        let Some(scheme) =
+            scheme.filter(|s| *s == http::uri::Scheme::HTTP || *s == http::uri::Scheme::HTTPS)
+        else {
+            self.error(
+                spec.url.span(),
+                "upstream URLs start with http:// or https://",
+                None,
+            );
+            return None;
+        };
+        let Some(authority) = uri.authority().cloned() else {
+            self.error(spec.url.span(), "the upstream URL has no host", None);
+            return None;
+        };
+        if uri.query().is_some() {
+            self.error(
+                spec.url.span(),
+                "the upstream URL may not have a query string",
+                None,
+            );
+        }
+        let mut headers = Vec::new();
+        for (k, v) in &spec.headers {
+            let Ok(name) = HeaderName::from_bytes(k.as_bytes()) else {
+                self.error(u.span(), &format!("`{k}` is not a header name"), None);
+                continue;
+            };
+            let value = match expand_env(v) {
+                Ok(v) => v,
+                Err(var) => {
+                    self.error(
+                        u.span(),
+                        &format!(
+                            "header `{k}` of upstream `{name}` uses ${{{var}}}, which is not set"
+                        ),
+                        Some("set the variable in scrim's environment"),
+                    );
+                    continue;
+                }
+            };
+            match HeaderValue::from_str(&value) {
+                Ok(mut hv) => {
+                    hv.set_sensitive(true);
+                    headers.push((name, hv));
+                }
+                Err(_) => self.error(
+                    u.span(),
+                    &format!("the value of header `{k}` is not a valid header value"),
+                    None,
+                ),
+            }
+        }
+        if let Some(ca) = &spec.ca_file {
+            if !self.resolve(ca).is_file() {
+                self.error(
+                    u.span(),
+                    &format!("ca_file {} does not exist", self.resolve(ca).display()),
+                    None,
+                );
+            }
+        }
+        Some(UpstreamConfig {
+            name: name.to_owned(),
+            scheme,
+            authority,
+            base_path: uri.path().trim_end_matches('/').to_owned(),
+            ca_file: spec.ca_file.as_ref().map(|p| self.resolve(p)),
+            connect_timeout: Duration::from_millis(spec.connect_timeout_ms.unwrap_or(5_000)),
+            response_timeout: Duration::from_millis(spec.response_timeout_ms.unwrap_or(30_000)),
+            headers,
+        })
+    }
+
+    fn route(
+        &mut self,
+        index: usize,
+        r: &toml::Spanned<file::RouteSpec>,
+        upstreams: &HashMap<String, Arc<UpstreamConfig>>,
+        _limits: &ProxyLimits,
+    ) -> Option<RouteConfig> {
+        let span = r.span();
+        let spec = r.get_ref();
+        let path = match (&spec.path, &spec.path_prefix) {
+            (Some(p), None) => PathMatch::Exact(p.clone()),
+            (None, Some(p)) => PathMatch::Prefix(p.clone()),
+            (None, None) => PathMatch::Prefix("/".into()),
+            (Some(_), Some(_)) => {
+                self.error(span, "a route has `path` or `path_prefix`, not both", None);
+                return None;
+            }
+        };
+        let p = match &path {
+            PathMatch::Exact(p) | PathMatch::Prefix(p) => p,
+        };
+        if !p.starts_with('/') {
+            self.error(
+                span.clone(),
+                &format!("route path `{p}` must start with `/`"),
+                None,
+            );
+        }
+        let mut methods = Vec::new();
+        for m in spec.methods.iter().flatten() {
+            match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                Ok(m) => methods.push(m),
+                Err(_) => self.error(span.clone(), &format!("`{m}` is not an HTTP method"), None),
+            }
+        }
+        let upstream = match upstreams.get(spec.upstream.get_ref()) {
+            Some(u) => u.clone(),
+            None => {
+                let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+                self.error(
+                    spec.upstream.span(),
+                    &format!("no [upstream.{}]", spec.upstream.get_ref()),
+                    Some(&format!("define it, or use one of: {}", known.join(", "))),
+                );
+                return None;
+            }
+        };
+        let rules = match (&spec.rules, &spec.inline_rules) {
+            (Some(file), None) => self.rules_file(file)?,
+            (None, Some(text)) => match compile_str(
+                text.get_ref(),
+                &format!("{} (route {index} inline_rules)", self.name),
+            ) {
+                Ok(r) => Arc::new(r),
+                Err(e) => {
+                    self.messages.push(e.to_string());
+                    return None;
+                }
+            },
+            (None, None) => {
+                self.error(
+                    span,
+                    "the route has no rules: nothing could be forwarded",
+                    Some("add rules = \"rules/FILE.toml\" or inline_rules"),
+                );
+                return None;
+            }
+            (Some(_), Some(_)) => {
+                self.error(
+                    span,
+                    "a route has `rules` or `inline_rules`, not both",
+                    None,
+                );
+                return None;
+            }
+        };
+        let response_rules = match &spec.response_rules {
+            Some(f) => Some(self.rules_file(f)?),
+            None => None,
+        };
+        Some(RouteConfig {
+            index,
+            host: spec.host.as_ref().map(|h| h.to_ascii_lowercase()),
+            path,
+            methods,
+            upstream,
+            rewrite: spec.rewrite.clone(),
+            rules,
+            response_rules,
+        })
+    }
+
+    fn rules_file(&mut self, file: &toml::Spanned<PathBuf>) -> Option<Arc<CompiledRules>> {
+        let p = self.resolve(file.get_ref());
+        if !p.is_file() {
+            self.error(
+                file.span(),
+                &format!("rule file {} does not exist", p.display()),
+                None,
+            );
+            return None;
+        }
+        match compile_file(&p) {
+            Ok(r) => Some(Arc::new(r)),
+            Err(e) => {
+                self.messages.push(e.to_string());
+                None
+            }
+        }
+    }
+}
+
+/// Replaces `${VAR}` with the environment's value; `Err(VAR)` if unset.
+fn expand_env(v: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(v.len());
+    let mut rest = v;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let var = &after[..end];
+        match std::env::var(var) {
+            Ok(val) => out.push_str(&val),
+            Err(_) => return Err(var.to_owned()),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}

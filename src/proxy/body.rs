@@ -1,0 +1,220 @@
+//! Bodies: buffered under a size limit and a time limit (JSON, form), or
+//! streamed through a line transform (NDJSON requests and responses, SSE
+//! responses) frame by frame, in memory bounded by the longest line.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use tokio::time::{Instant, Sleep};
+
+use super::encoding::{Coding, Decoder, Encoder};
+use super::respond::ProxyError;
+use super::BoxError;
+use crate::engine::{Engine, EngineError, NdjsonStream, SseStream};
+
+/// Reads a whole body: 413 past `limit` bytes, 408 past `timeout`.
+pub async fn collect<B>(body: B, limit: u64, timeout: Duration) -> Result<Vec<u8>, ProxyError>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    let read = async {
+        let mut body = body;
+        let mut buf = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| ProxyError::ClientGone)?;
+            if let Ok(data) = frame.into_data() {
+                if buf.len() as u64 + data.len() as u64 > limit {
+                    return Err(ProxyError::BodyTooLarge { limit });
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(buf)
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| ProxyError::ClientTimeout)?
+}
+
+/// A line-oriented transform a streaming body runs.
+pub enum LineTransform {
+    Ndjson(NdjsonStream),
+    Sse(SseStream),
+}
+
+impl LineTransform {
+    fn push(&mut self, engine: &Engine, data: &[u8], out: &mut Vec<u8>) -> Result<(), EngineError> {
+        match self {
+            LineTransform::Ndjson(s) => s.push(engine, data, out),
+            LineTransform::Sse(s) => s.push(engine, data, out),
+        }
+    }
+
+    fn finish(self, engine: &Engine, out: &mut Vec<u8>) -> Result<(), EngineError> {
+        match self {
+            LineTransform::Ndjson(s) => s.finish(engine, out).map(|_| ()),
+            LineTransform::Sse(s) => {
+                s.finish();
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Where a streaming body reports why it stopped, so the proxy can answer
+/// the client with the real cause (400, 408, 413) instead of a 502.
+pub type FailureSlot = Arc<Mutex<Option<ProxyError>>>;
+
+/// A body rewritten as it streams: decode, transform complete lines,
+/// re-encode and flush, so each line leaves as soon as it is complete.
+/// On any error the stream ends with an error: the peer sees an aborted
+/// body, never the untransformed rest.
+pub struct StreamingBody<B> {
+    inner: B,
+    engine: Arc<Engine>,
+    transform: Option<LineTransform>,
+    decoder: Option<Decoder>,
+    encoder: Option<Encoder>,
+    failure: FailureSlot,
+    idle: Duration,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl<B> StreamingBody<B> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        inner: B,
+        engine: Arc<Engine>,
+        transform: LineTransform,
+        coding: Coding,
+        decoded_cap: u64,
+        idle: Duration,
+        failure: FailureSlot,
+    ) -> Result<Self, ProxyError> {
+        Ok(Self {
+            inner,
+            engine,
+            transform: Some(transform),
+            decoder: Some(Decoder::new(coding, decoded_cap)?),
+            encoder: Some(Encoder::new(coding)),
+            failure,
+            idle,
+            sleep: Box::pin(tokio::time::sleep(idle)),
+        })
+    }
+
+    fn fail(&mut self, e: ProxyError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let msg = e.to_string();
+        if let Ok(mut slot) = self.failure.lock() {
+            slot.get_or_insert(e);
+        }
+        self.transform = None;
+        Poll::Ready(Some(Err(msg.into())))
+    }
+
+    fn process(&mut self, data: &[u8]) -> Result<Vec<u8>, ProxyError> {
+        let (Some(dec), Some(tr), Some(enc)) = (
+            self.decoder.as_mut(),
+            self.transform.as_mut(),
+            self.encoder.as_mut(),
+        ) else {
+            return Ok(Vec::new());
+        };
+        let decoded = dec.push(data)?;
+        let mut out = Vec::new();
+        tr.push(&self.engine, &decoded, &mut out)
+            .map_err(ProxyError::Malformed)?;
+        Ok(if out.is_empty() {
+            Vec::new()
+        } else {
+            enc.push(&out, true)
+        })
+    }
+
+    fn end(&mut self) -> Result<Vec<u8>, ProxyError> {
+        let (Some(dec), Some(mut tr), Some(mut enc)) = (
+            self.decoder.take(),
+            self.transform.take(),
+            self.encoder.take(),
+        ) else {
+            return Ok(Vec::new());
+        };
+        let decoded = dec.finish()?;
+        let mut out = Vec::new();
+        tr.push(&self.engine, &decoded, &mut out)
+            .map_err(ProxyError::Malformed)?;
+        tr.finish(&self.engine, &mut out)
+            .map_err(ProxyError::Malformed)?;
+        let mut bytes = enc.push(&out, false);
+        bytes.extend(enc.finish());
+        Ok(bytes)
+    }
+}
+
+impl<B> Body for StreamingBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if this.transform.is_none() {
+                return Poll::Ready(None);
+            }
+            let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => {
+                    if this.sleep.as_mut().poll(cx).is_ready() {
+                        return this.fail(ProxyError::ClientTimeout);
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(f) => f,
+            };
+            let deadline = Instant::now() + this.idle;
+            this.sleep.as_mut().reset(deadline);
+            match frame {
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        // Trailers are not forwarded: no rule names them.
+                        continue;
+                    };
+                    match this.process(&data) {
+                        Ok(out) if out.is_empty() => continue,
+                        Ok(out) => return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out))))),
+                        Err(e) => return this.fail(e),
+                    }
+                }
+                Some(Err(_)) => return this.fail(ProxyError::ClientGone),
+                None => {
+                    return match this.end() {
+                        Ok(out) if out.is_empty() => Poll::Ready(None),
+                        Ok(out) => Poll::Ready(Some(Ok(Frame::data(Bytes::from(out))))),
+                        Err(e) => this.fail(e),
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Boxes any body into the proxy's body type.
+pub fn boxed<B>(b: B) -> super::BoxBody
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    b.map_err(Into::into).boxed_unsync()
+}

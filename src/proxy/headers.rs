@@ -1,0 +1,126 @@
+//! Request headers are an allow-list like everything else.
+//!
+//! - hop-by-hop headers (and any the `Connection` header names) never pass;
+//! - framing headers (`Content-Type`, `Content-Length`, `Content-Encoding`,
+//!   `Accept*`) are the proxy's own business: kept or recomputed;
+//! - every other header passes only through a `header` rule of the route's
+//!   rule file (pseudonymised, generalised, kept, replaced) or the file's
+//!   `default = "keep"`; `Cookie` cookie by cookie, `X-Forwarded-For`
+//!   address by address;
+//! - scrim appends the client's address to `X-Forwarded-For` only where a
+//!   rule for that header exists, and then in the rule's form.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::engine::Engine;
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Headers the proxy manages itself and forwards when present.
+const FRAMING: &[HeaderName] = &[
+    header::CONTENT_TYPE,
+    header::ACCEPT,
+    header::ACCEPT_ENCODING,
+];
+
+/// Builds the upstream request's headers from the client's.
+pub fn request_headers(
+    incoming: &HeaderMap,
+    engine: &Engine,
+    peer: IpAddr,
+    strip_accept_encoding: bool,
+) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(incoming.len());
+    let named_by_connection = connection_tokens(incoming);
+    for (name, value) in incoming {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n)
+            || named_by_connection.iter().any(|t| t == n)
+            || n == "host"
+            || n == "content-length"
+            || n == "content-encoding"
+            || n == "x-forwarded-for"
+        {
+            continue;
+        }
+        if FRAMING.contains(name) {
+            if !(strip_accept_encoding && name == header::ACCEPT_ENCODING) {
+                out.append(name.clone(), value.clone());
+            }
+            continue;
+        }
+        let Ok(text) = value.to_str() else {
+            // Non-ASCII header values cannot be rewritten safely: dropped.
+            continue;
+        };
+        let rewritten = if name == header::COOKIE {
+            engine.cookies(text)
+        } else {
+            engine.header(n, text)
+        };
+        if let Some(v) = rewritten.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            out.append(name.clone(), v);
+        }
+    }
+    if engine.rules().header_rule("x-forwarded-for").is_some() {
+        let mut chain: Vec<String> = incoming
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        chain.push(peer.to_canonical().to_string());
+        let rewritten: Vec<String> = chain
+            .iter()
+            .filter_map(|ip| engine.header("x-forwarded-for", ip))
+            .collect();
+        if !rewritten.is_empty() {
+            if let Ok(v) = HeaderValue::from_str(&rewritten.join(", ")) {
+                out.insert("x-forwarded-for", v);
+            }
+        }
+    }
+    out
+}
+
+/// Response headers: hop-by-hop removed; when the body is rewritten, the
+/// length and encoding headers go too (the caller sets new ones).
+pub fn response_headers(incoming: &HeaderMap, body_rewritten: bool) -> HeaderMap {
+    let named_by_connection = connection_tokens(incoming);
+    let mut out = HeaderMap::with_capacity(incoming.len());
+    for (name, value) in incoming {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n) || named_by_connection.iter().any(|t| t == n) {
+            continue;
+        }
+        if body_rewritten && (name == header::CONTENT_LENGTH || name == header::CONTENT_ENCODING) {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out
+}
+
+fn connection_tokens(h: &HeaderMap) -> Vec<String> {
+    h.get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}

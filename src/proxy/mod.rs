@@ -1,0 +1,300 @@
+//! The proxy: one request's lifecycle, as named phases. Read this first.
+//!
+//! 1. **route**: normalise the path, match host, path and method (404 if
+//!    nothing matches; nothing is forwarded).
+//! 2. **query**: the query string through the route's `query` rules.
+//! 3. **headers**: the header allow-list (`headers.rs`), then the upstream's
+//!    injected headers.
+//! 4. **body**: the content type picks the format (unknown: 415); the
+//!    content encoding is decoded under a cap (unknown: 415, bomb: 413).
+//!    JSON and forms are buffered (413 past the limit, 408 past the body
+//!    timeout), transformed and re-encoded with a new `Content-Length`;
+//!    NDJSON streams line by line.
+//! 5. **forward**: the pooled upstream client, with the response timeout
+//!    (502 unreachable, 504 too slow). A streamed body that fails midway
+//!    aborts the upstream request: the upstream never gets the raw rest.
+//! 6. **response**: streamed back untouched, or through the route's
+//!    response rules (JSON buffered; NDJSON and SSE event by event).
+//!
+//! Every error goes through `respond.rs`, the one mapping to a status and a
+//! `{"error", "reason"}` body that never quotes the request.
+
+pub mod body;
+pub mod encoding;
+pub mod headers;
+pub mod respond;
+pub mod route;
+pub mod upstream;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, Uri};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use tracing::{debug, warn};
+
+use crate::engine::{Format, NdjsonStream, SseStream};
+use crate::snapshot::{Route, Snapshot};
+use body::{FailureSlot, LineTransform, StreamingBody};
+use encoding::Coding;
+pub use respond::ProxyError;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// Response streams (SSE) may idle for long; the upstream's own keep-alive
+/// bounds them, this only stops a stream that is truly dead.
+const RESPONSE_IDLE: Duration = Duration::from_secs(24 * 3600);
+
+/// The request handler. Cheap to clone: one per connection.
+#[derive(Clone)]
+pub struct ProxyService {
+    snapshot: Arc<Snapshot>,
+}
+
+impl ProxyService {
+    pub fn new(snapshot: Arc<Snapshot>) -> Self {
+        Self { snapshot }
+    }
+
+    /// Serves one request; never fails, errors become responses.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response<BoxBody>, Infallible> {
+        // Pin the snapshot for the whole request.
+        let snap = self.snapshot.clone();
+        let method = req.method().clone();
+        match proxy(&snap, req, peer).await {
+            Ok(res) => {
+                debug!(%method, status = res.status().as_u16(), "forwarded");
+                Ok(res)
+            }
+            Err(e) => {
+                warn!(%method, status = e.status().as_u16(), reason = e.code(), "refused");
+                Ok(e.into_response())
+            }
+        }
+    }
+}
+
+async fn proxy(
+    snap: &Snapshot,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<BoxBody>, ProxyError> {
+    let limits = &snap.limits;
+
+    // --- phase 1: route ---------------------------------------------------
+    let host = req.uri().host().map(str::to_owned).or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+    });
+    let path = route::normalise(req.uri().path()).ok_or(ProxyError::NoRoute)?;
+    let route: &Route = snap
+        .routes
+        .iter()
+        .find(|r| route::matches(&r.cfg, host.as_deref(), &path, req.method()))
+        .ok_or(ProxyError::NoRoute)?;
+    let engine = &route.engine;
+
+    // --- phase 2: query -----------------------------------------------------
+    let mut query = String::new();
+    if let Some(q) = req.uri().query().filter(|q| !q.is_empty()) {
+        engine.query(q, &mut query).map_err(ProxyError::Malformed)?;
+    }
+    let upstream = &route.cfg.upstream;
+    let mut path_and_query = format!(
+        "{}{}",
+        upstream.base_path,
+        route::rewrite(&route.cfg, &path)
+    );
+    if !query.is_empty() {
+        path_and_query.push('?');
+        path_and_query.push_str(&query);
+    }
+    let uri = Uri::builder()
+        .scheme(upstream.scheme.clone())
+        .authority(upstream.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid URI"))?;
+
+    // --- phase 3: headers ---------------------------------------------------
+    let (parts, incoming) = req.into_parts();
+    let mut headers = headers::request_headers(
+        &parts.headers,
+        engine,
+        peer.ip(),
+        route.response_engine.is_some(),
+    );
+
+    // --- phase 4: body ------------------------------------------------------
+    let coding = Coding::from_header(parts.headers.get(header::CONTENT_ENCODING))?;
+    let declared_len = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let has_body = !incoming.is_end_stream() && declared_len != Some(0);
+    let failure = FailureSlot::default();
+    let body: BoxBody = if !has_body {
+        Empty::new().map_err(|never| match never {}).boxed_unsync()
+    } else {
+        let format = body_format(parts.headers.get(header::CONTENT_TYPE))?;
+        if let Some(v) = coding.header_value() {
+            headers.insert(header::CONTENT_ENCODING, v);
+        }
+        match format {
+            Format::Ndjson => {
+                let streaming = StreamingBody::new(
+                    incoming,
+                    engine.clone(),
+                    LineTransform::Ndjson(NdjsonStream::new()),
+                    coding,
+                    limits.max_decoded_bytes,
+                    limits.body_timeout,
+                    failure.clone(),
+                )?;
+                body::boxed(streaming)
+            }
+            format => {
+                if declared_len.is_some_and(|n| n > limits.max_body_bytes) {
+                    return Err(ProxyError::BodyTooLarge {
+                        limit: limits.max_body_bytes,
+                    });
+                }
+                let raw =
+                    body::collect(incoming, limits.max_body_bytes, limits.body_timeout).await?;
+                let decoded = encoding::decode_all(coding, &raw, limits.max_decoded_bytes)?;
+                let mut out = Vec::with_capacity(decoded.len());
+                engine
+                    .transform(format, &decoded, &mut out)
+                    .map_err(ProxyError::Malformed)?;
+                let encoded = encoding::encode_all(coding, &out);
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(encoded.len()));
+                Full::new(Bytes::from(encoded))
+                    .map_err(|never| match never {})
+                    .boxed_unsync()
+            }
+        }
+    };
+    for (name, value) in &upstream.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+
+    // --- phase 5: forward ---------------------------------------------------
+    let mut up = Request::new(body);
+    *up.method_mut() = parts.method;
+    *up.uri_mut() = uri;
+    *up.headers_mut() = headers;
+    let sent = tokio::time::timeout(upstream.response_timeout, route.client.request(up)).await;
+    let taken = || failure.lock().ok().and_then(|mut f| f.take());
+    let res = match sent {
+        Ok(Ok(res)) => res,
+        Ok(Err(_)) => return Err(taken().unwrap_or(ProxyError::UpstreamUnreachable)),
+        Err(_) => return Err(taken().unwrap_or(ProxyError::UpstreamTimeout)),
+    };
+    // The upstream answered, but our streamed body may have failed after it
+    // started answering; the client must learn its data was refused.
+    if let Some(e) = taken() {
+        return Err(e);
+    }
+
+    // --- phase 6: response --------------------------------------------------
+    let Some(resp_engine) = &route.response_engine else {
+        let (mut parts, body) = res.into_parts();
+        parts.headers = headers::response_headers(&parts.headers, false);
+        return Ok(Response::from_parts(parts, body::boxed(body)));
+    };
+    let (mut parts, body) = res.into_parts();
+    let coding = Coding::from_header(parts.headers.get(header::CONTENT_ENCODING))
+        .map_err(|_| ProxyError::UpstreamBadResponse)?;
+    let ctype = parts.headers.get(header::CONTENT_TYPE).cloned();
+    let is_sse = essence(ctype.as_ref()).as_deref() == Some("text/event-stream");
+    parts.headers = headers::response_headers(&parts.headers, true);
+    if let Some(v) = coding.header_value() {
+        parts.headers.insert(header::CONTENT_ENCODING, v);
+    }
+    if body.is_end_stream() {
+        return Ok(Response::from_parts(parts, body::boxed(body)));
+    }
+    let transform = if is_sse {
+        Some(LineTransform::Sse(SseStream::new()))
+    } else {
+        match body_format(ctype.as_ref()).map_err(|_| ProxyError::UpstreamBadResponse)? {
+            Format::Ndjson => Some(LineTransform::Ndjson(NdjsonStream::new())),
+            _ => None,
+        }
+    };
+    if let Some(transform) = transform {
+        let streaming = StreamingBody::new(
+            body,
+            resp_engine.clone(),
+            transform,
+            coding,
+            limits.max_decoded_bytes,
+            RESPONSE_IDLE,
+            FailureSlot::default(),
+        )?;
+        return Ok(Response::from_parts(parts, body::boxed(streaming)));
+    }
+    let format = body_format(ctype.as_ref()).map_err(|_| ProxyError::UpstreamBadResponse)?;
+    let raw = body::collect(body, limits.max_body_bytes, upstream.response_timeout)
+        .await
+        .map_err(|_| ProxyError::UpstreamBadResponse)?;
+    let decoded = encoding::decode_all(coding, &raw, limits.max_decoded_bytes)
+        .map_err(|_| ProxyError::UpstreamBadResponse)?;
+    let mut out = Vec::with_capacity(decoded.len());
+    resp_engine
+        .transform(format, &decoded, &mut out)
+        .map_err(|_| ProxyError::UpstreamBadResponse)?;
+    let encoded = encoding::encode_all(coding, &out);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(encoded.len()));
+    Ok(Response::from_parts(
+        parts,
+        Full::new(Bytes::from(encoded))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    ))
+}
+
+/// The media type without parameters, lower-cased.
+fn essence(v: Option<&HeaderValue>) -> Option<String> {
+    let v = v?.to_str().ok()?;
+    Some(
+        v.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
+}
+
+/// Which engine format reads a body of this content type.
+fn body_format(v: Option<&HeaderValue>) -> Result<Format, ProxyError> {
+    let Some(t) = essence(v) else {
+        return Err(ProxyError::UnsupportedContentType);
+    };
+    match t.as_str() {
+        "application/json" | "text/json" => Ok(Format::Json),
+        "application/x-ndjson"
+        | "application/ndjson"
+        | "application/jsonl"
+        | "application/x-jsonlines"
+        | "application/jsonlines" => Ok(Format::Ndjson),
+        "application/x-www-form-urlencoded" => Ok(Format::Form),
+        t if t.starts_with("application/") && t.ends_with("+json") => Ok(Format::Json),
+        _ => Err(ProxyError::UnsupportedContentType),
+    }
+}

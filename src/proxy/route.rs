@@ -1,0 +1,110 @@
+//! Which route a request takes: host, then path (exact or prefix on a
+//! normalised path), then method; first match in file order wins.
+
+use http::Method;
+
+use crate::config::{PathMatch, RouteConfig};
+
+/// Normalises a request path for matching: resolves `.` and `..`, collapses
+/// `//`. `None` for a path that climbs above the root or is not absolute,
+/// which no route may match (a `..` must never escape a prefix route).
+pub fn normalise(path: &str) -> Option<String> {
+    if !path.starts_with('/') {
+        return None;
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in path.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            s => {
+                // Percent-encoded dots would be resolved by some upstreams.
+                let lower = s.to_ascii_lowercase();
+                if lower == "%2e" || lower == "%2e%2e" || lower == ".%2e" || lower == "%2e." {
+                    return None;
+                }
+                parts.push(s);
+            }
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for p in &parts {
+        out.push('/');
+        out.push_str(p);
+    }
+    if out.is_empty() || (path.ends_with('/') && !parts.is_empty()) {
+        out.push('/');
+    }
+    Some(out)
+}
+
+/// Does `route` take a request with this host, normalised path and method?
+pub fn matches(route: &RouteConfig, host: Option<&str>, path: &str, method: &Method) -> bool {
+    if let Some(want) = &route.host {
+        let Some(h) = host else { return false };
+        let h = host_only(h);
+        if !h.eq_ignore_ascii_case(want) {
+            return false;
+        }
+    }
+    let path_ok = match &route.path {
+        PathMatch::Exact(p) => path == p,
+        PathMatch::Prefix(p) => {
+            path.starts_with(p.as_str())
+                && (p.ends_with('/') || path.len() == p.len() || path.as_bytes()[p.len()] == b'/')
+        }
+    };
+    path_ok && (route.methods.is_empty() || route.methods.contains(method))
+}
+
+/// The host of a Host header or authority, without its port.
+fn host_only(h: &str) -> &str {
+    if let Some(rest) = h.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match h.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
+        _ => h,
+    }
+}
+
+/// The upstream path: the matched part replaced by `rewrite`, if any.
+pub fn rewrite(route: &RouteConfig, path: &str) -> String {
+    let Some(to) = &route.rewrite else {
+        return path.to_owned();
+    };
+    match &route.path {
+        PathMatch::Exact(_) => to.clone(),
+        PathMatch::Prefix(p) => {
+            let rest = &path[p.len().min(path.len())..];
+            let mut out = to.clone();
+            if !out.ends_with('/') && !rest.is_empty() && !rest.starts_with('/') {
+                out.push('/');
+            }
+            if out.ends_with('/') && rest.starts_with('/') {
+                out.pop();
+            }
+            out.push_str(rest);
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalisation() {
+        assert_eq!(normalise("/a//b/./c/").as_deref(), Some("/a/b/c/"));
+        assert_eq!(normalise("/a/../b").as_deref(), Some("/b"));
+        assert_eq!(normalise("/").as_deref(), Some("/"));
+        assert_eq!(normalise("/../etc"), None);
+        assert_eq!(normalise("/a/%2e%2e/b"), None);
+        assert_eq!(normalise("a"), None);
+    }
+}

@@ -1,0 +1,217 @@
+//! Listeners and connections: accept, optional TLS, then HTTP/1.1 or HTTP/2
+//! (h2c with prior knowledge in clear, h2 by ALPN over TLS) through
+//! hyper-util's auto builder. A semaphore bounds concurrent connections; a
+//! shutdown signal stops accepting and drains open connections.
+
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info};
+
+use crate::config::ProxyLimits;
+use crate::proxy::ProxyService;
+
+/// A bound listener, ready to serve.
+pub struct Listener {
+    pub tcp: TcpListener,
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl Listener {
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// Serves connections until `shutdown` turns true, then drains for up to
+/// `drain` and returns.
+pub async fn serve(
+    listener: Listener,
+    service: ProxyService,
+    limits: ProxyLimits,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes as u32);
+    let builder = Arc::new(builder);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let addr = listener.local_addr().ok();
+    info!(?addr, tls = listener.tls.is_some(), "listening");
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.tcp.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    debug!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = service.clone();
+        let builder = builder.clone();
+        let tls = listener.tls.clone();
+        let watcher = graceful.watcher();
+        let header_timeout = limits.header_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let hyper_svc = service_fn(move |req| {
+                let svc = svc.clone();
+                async move { svc.handle(req, peer).await }
+            });
+            match tls {
+                Some(acceptor) => {
+                    let Ok(Ok(tls_stream)) =
+                        tokio::time::timeout(header_timeout, acceptor.accept(stream)).await
+                    else {
+                        debug!("TLS handshake failed or timed out");
+                        return;
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(tls_stream), hyper_svc);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+                None => {
+                    // A second handle on the socket lets us answer 408 after
+                    // hyper gives up on a slow request head (hyper closes
+                    // silently there).
+                    let spare = stream
+                        .into_std()
+                        .and_then(|s| s.try_clone().map(|c| (s, c)));
+                    let Ok((main, spare)) = spare else { return };
+                    let Ok(main) = TcpStream::from_std(main) else {
+                        return;
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(main), hyper_svc);
+                    let res = watcher.watch(conn.into_owned()).await;
+                    if let Err(e) = res {
+                        let timed_out = e
+                            .downcast_ref::<hyper::Error>()
+                            .is_some_and(hyper::Error::is_timeout);
+                        if timed_out {
+                            if let Ok(mut s) = TcpStream::from_std(spare) {
+                                let _ = s.write_all(REQUEST_TIMEOUT).await;
+                                let _ = s.shutdown().await;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+    info!(?addr, "draining connections");
+    let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
+}
+
+const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\n\
+content-type: application/json\r\n\
+content-length: 74\r\n\
+connection: close\r\n\
+\r\n\
+{\"error\":\"Request Timeout\",\"reason\":\"the client did not send the request\"}";
+
+/// Why scrim could not start serving.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+}
+
+/// Binds a listener (and loads its TLS files).
+pub async fn bind(cfg: &crate::config::ListenerConfig) -> Result<Listener, StartError> {
+    let tcp = TcpListener::bind(cfg.addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: cfg.addr,
+            source,
+        })?;
+    let tls = match &cfg.tls {
+        Some(t) => Some(tls::acceptor(&t.cert, &t.key)?),
+        None => None,
+    };
+    Ok(Listener { tcp, tls })
+}
+
+/// A running scrim: its bound addresses and the handle that stops it.
+pub struct Running {
+    /// Bound addresses, in the order of the config's listeners.
+    pub addrs: Vec<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, drains open connections, and returns when done.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Binds every listener of `cfg` and serves them with one snapshot.
+pub async fn start(
+    cfg: &crate::config::Config,
+    keys: &dyn crate::keyring::KeySource,
+    drain: Duration,
+) -> Result<Running, StartError> {
+    let snapshot = Arc::new(crate::snapshot::Snapshot::build(cfg, keys)?);
+    let service = ProxyService::new(snapshot);
+    let (tx, rx) = watch::channel(false);
+    let mut addrs = Vec::new();
+    let mut tasks = Vec::new();
+    for l in &cfg.listeners {
+        let listener = bind(l).await?;
+        addrs.push(listener.local_addr().map_err(|source| StartError::Bind {
+            addr: l.addr,
+            source,
+        })?);
+        tasks.push(tokio::spawn(serve(
+            listener,
+            service.clone(),
+            cfg.limits.clone(),
+            rx.clone(),
+            drain,
+        )));
+    }
+    Ok(Running {
+        addrs,
+        shutdown: tx,
+        tasks,
+    })
+}
