@@ -1,17 +1,33 @@
-//! `scrim demo`: the main job on an embedded default. Bundled rules, a key
-//! that lives only for this run, bundled webinar traffic; shows what was sent
-//! and what the recipient receives, then counts raw personal values that got
-//! through (the answer must be 0, or the command fails).
+//! `scrim demo`: the main job on an embedded default. Starts scrim on
+//! loopback with the bundled rules and a key that lives only for this run,
+//! in front of a built-in capture upstream; sends bundled webinar traffic
+//! through it over real HTTP; shows what was sent and what the upstream
+//! received, then counts raw personal values that reached the upstream (the
+//! answer must be 0, or the command fails).
 
+mod capture;
+
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use bytes::Bytes;
 use clap::Args;
 use data_encoding::BASE64URL_NOPAD;
+use http::{header, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 
+use crate::config;
 use crate::engine::{compile_str, Engine, Format, Limits, Stats};
 use crate::keyring::DevKeySource;
+use crate::proxy::encoding::{self, Coding};
+use crate::server;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -24,19 +40,19 @@ pub struct DemoArgs {
 pub const BUNDLED_RULES: &[(&str, &str)] = &[
     (
         "audience-analytics.toml",
-        include_str!("../../rules/audience-analytics.toml"),
+        include_str!("../../../rules/audience-analytics.toml"),
     ),
     (
         "error-tracking.toml",
-        include_str!("../../rules/error-tracking.toml"),
+        include_str!("../../../rules/error-tracking.toml"),
     ),
     (
         "support-chat.toml",
-        include_str!("../../rules/support-chat.toml"),
+        include_str!("../../../rules/support-chat.toml"),
     ),
     (
         "snowplow-pixel.toml",
-        include_str!("../../rules/snowplow-pixel.toml"),
+        include_str!("../../../rules/snowplow-pixel.toml"),
     ),
 ];
 
@@ -59,6 +75,8 @@ pub const PERSONAL_VALUES: &[&str] = &[
     "203.0.113.77",
     "2001:db8:85a3::8a2e:370:7334",
     "+45 20 30 40 50",
+    "198.51.100.23",
+    "8c1f2e",
     "u-48213",
     "u-99120",
 ];
@@ -128,66 +146,172 @@ pub fn samples() -> Vec<Sample> {
     ]
 }
 
-pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
-    let keys = DevKeySource::ephemeral()?;
-    let mut engines = Vec::new();
+/// Which route of the demo config each bundled rule file serves.
+fn route_of(rules: &str) -> &'static str {
+    match rules {
+        "error-tracking.toml" => "/errors/",
+        "support-chat.toml" => "/chat/",
+        "snowplow-pixel.toml" => "/pixel/",
+        _ => "/analytics/",
+    }
+}
+
+/// The demo's config: one loopback listener, the capture upstream, one route
+/// per bundled rule file with the rules inline.
+fn demo_config(upstream: SocketAddr) -> String {
+    let mut cfg = format!(
+        "[[listener]]\naddr = \"127.0.0.1:0\"\n\n[upstream.capture]\nurl = \"http://{upstream}\"\n\n"
+    );
     for (name, text) in BUNDLED_RULES {
-        let rules = compile_str(text, name).map_err(|e| anyhow::anyhow!("{e}"))?;
-        engines.push((
-            *name,
-            Engine::new(Arc::new(rules), &keys, Limits::default())?,
+        cfg.push_str(&format!(
+            "[[route]]\npath_prefix = \"{}\"\nupstream = \"capture\"\ninline_rules = \'\'\'\n{}\'\'\'\n\n",
+            route_of(name),
+            text
         ));
     }
-    let mut total = Stats::default();
+    cfg
+}
+
+pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(run_async(a))
+}
+
+async fn run_async(a: DemoArgs) -> anyhow::Result<ExitCode> {
+    let keys = DevKeySource::ephemeral()?;
+    let capture = capture::Capture::start().await?;
+    let cfg = config::load_str(&demo_config(capture.addr), Path::new("demo.toml"))
+        .map_err(|e| anyhow::anyhow!("the embedded demo config is invalid: {e}"))?;
+    let running = server::start(&cfg, &keys, Duration::from_secs(1)).await?;
+    let scrim = running.addrs[0];
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+
     let mut leaks = 0;
     let samples = samples();
     for s in &samples {
-        let engine = &engines
+        let compressed = s.format == Format::Ndjson;
+        let body = if compressed {
+            encoding::encode_all(Coding::Gzip, s.body.as_bytes())
+        } else {
+            s.body.clone().into_bytes()
+        };
+        let ctype = match s.format {
+            Format::Json => "application/json",
+            Format::Ndjson => "application/x-ndjson",
+            Format::Form => "application/x-www-form-urlencoded",
+        };
+        let mut req = Request::post(format!("http://{scrim}{}collect", route_of(s.rules)))
+            .header(header::CONTENT_TYPE, ctype)
+            .header(
+                header::USER_AGENT,
+                "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0",
+            )
+            .header("x-forwarded-for", "198.51.100.23")
+            .header(header::COOKIE, "session=8c1f2e; _ga=GA1.2.3")
+            .header("x-participant-email", "søren.ødegård@example.dk");
+        if compressed {
+            req = req.header(header::CONTENT_ENCODING, "gzip");
+        }
+        let before = capture.len();
+        let res = client
+            .request(req.body(Full::new(Bytes::from(body)))?)
+            .await
+            .with_context(|| format!("sending `{}` through scrim", s.title))?;
+        let status = res.status();
+        let _ = res.into_body().collect().await;
+        let got = capture.since(before);
+        let received = got
             .iter()
-            .find(|(n, _)| *n == s.rules)
-            .context("a demo sample names a rule file that is not bundled")?
-            .1;
-        let mut out = Vec::new();
-        let stats = engine
-            .transform(s.format, s.body.as_bytes(), &mut out)
-            .map_err(|e| anyhow::anyhow!("demo sample `{}`: {e}", s.title))?;
-        total += stats;
-        let received = String::from_utf8_lossy(&out).into_owned();
-        let leaked = leaked_values(&received);
+            .map(|c| {
+                format!(
+                    "{} {}\n{}",
+                    c.method,
+                    c.path,
+                    String::from_utf8_lossy(&c.body)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let everything = got
+            .iter()
+            .map(capture::Captured::all_text)
+            .collect::<Vec<_>>()
+            .join("\n");
+        let leaked = leaked_values(&everything);
         leaks += leaked.len();
         if !a.quiet {
-            println!("── {} ({})", s.title, s.rules);
+            println!(
+                "── {} ({}, {})",
+                s.title,
+                s.rules,
+                if compressed { "gzip" } else { "plain" }
+            );
             println!(
                 "   sent:     {}",
                 s.body.trim_end().replace('\n', "\n             ")
             );
+            println!("   status:   {status}");
             println!(
-                "   received: {}",
+                "   upstream: {}",
                 received.trim_end().replace('\n', "\n             ")
             );
+            if let Some(c) = got.first() {
+                println!("   headers:  {}", c.header_summary());
+            }
             println!();
         }
+        anyhow::ensure!(
+            status.is_success(),
+            "scrim refused demo sample `{}`: {status}",
+            s.title
+        );
+    }
+    running.stop().await;
+    let total = capture.len();
+    println!(
+        "scrim demo: {} requests through scrim on {scrim}, {total} reached the capture upstream",
+        samples.len()
+    );
+    let mut stats = Stats::default();
+    for s in &samples {
+        stats += offline_stats(s, &keys)?;
     }
     println!(
-        "scrim demo: {} requests through {} bundled rule files",
-        samples.len(),
-        engines.len()
-    );
-    println!(
         "  pseudonymised {}, generalised {}, scrubbed in text {}, replaced {}, dropped {}, kept {}",
-        total.pseudonymised,
-        total.generalised,
-        total.scrubbed,
-        total.replaced,
-        total.dropped,
-        total.kept
+        stats.pseudonymised,
+        stats.generalised,
+        stats.scrubbed,
+        stats.replaced,
+        stats.dropped,
+        stats.kept
     );
-    println!("  raw personal values that reached a recipient: {leaks}");
-    Ok(if leaks == 0 {
+    println!("  raw personal values that reached the upstream: {leaks}");
+    Ok(if leaks == 0 && total == samples.len() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The engine's counts for one sample (the proxy does not report them per
+/// request yet), computed offline with the same rules and key.
+fn offline_stats(s: &Sample, keys: &DevKeySource) -> anyhow::Result<Stats> {
+    let text = BUNDLED_RULES
+        .iter()
+        .find(|(n, _)| *n == s.rules)
+        .map(|(_, t)| *t)
+        .context("a demo sample names a rule file that is not bundled")?;
+    let rules = compile_str(text, s.rules).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let engine = Engine::new(Arc::new(rules), keys, Limits::default())?;
+    let mut out = Vec::new();
+    engine
+        .transform(s.format, s.body.as_bytes(), &mut out)
+        .map_err(|e| anyhow::anyhow!("demo sample `{}`: {e}", s.title))
 }
 
 /// Which bundled personal values appear in `received`, looking through
