@@ -330,7 +330,7 @@ impl Cx<'_> {
         }
         let mut headers = Vec::new();
         for (k, v) in &spec.headers {
-            let Ok(name) = HeaderName::from_bytes(k.as_bytes()) else {
+            let Ok(header) = HeaderName::from_bytes(k.as_bytes()) else {
                 self.error(u.span(), &format!("`{k}` is not a header name"), None);
                 continue;
             };
@@ -350,7 +350,7 @@ impl Cx<'_> {
             match HeaderValue::from_str(&value) {
                 Ok(mut hv) => {
                     hv.set_sensitive(true);
-                    headers.push((name, hv));
+                    headers.push((header, hv));
                 }
                 Err(_) => self.error(
                     u.span(),
