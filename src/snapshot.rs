@@ -72,3 +72,234 @@ impl Snapshot {
         })
     }
 }
+
+// === Runtime ===
+
+/// Where a running scrim takes its keys from.
+pub enum Keys {
+    /// One development key (tests, `SCRIM_KEY`).
+    Dev(crate::keyring::DevKeySource),
+    /// The key ring, re-read when its file changes.
+    Ring {
+        path: std::path::PathBuf,
+        kek: crate::keyring::kek::Kek,
+    },
+}
+
+/// Why a runtime operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Ring(#[from] crate::keyring::KeyRingError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("scrim runs on a development key; key ring operations need [keys] ring")]
+    NoRing,
+}
+
+/// The shared state of a running scrim: the config, the keys, and the
+/// current snapshot behind an atomic pointer. Requests load the pointer once;
+/// a rotation or reload stores a new snapshot without blocking them.
+pub struct Runtime {
+    config: arc_swap::ArcSwap<Config>,
+    keys: Keys,
+    ring: arc_swap::ArcSwapOption<crate::keyring::ring::KeyRing>,
+    snapshot: arc_swap::ArcSwap<Snapshot>,
+    /// Modification time and length of the ring file when last read.
+    ring_stamp: std::sync::Mutex<Option<(std::time::SystemTime, u64)>>,
+}
+
+impl Runtime {
+    pub fn new(config: Config, keys: Keys) -> Result<Arc<Self>, RuntimeError> {
+        let (ring, snapshot) = match &keys {
+            Keys::Dev(dev) => (None, Snapshot::build(&config, dev)?),
+            Keys::Ring { path, kek } => {
+                let ring = crate::keyring::ring::KeyRing::load(path, kek)?;
+                let snap = Snapshot::build(&config, &ring)?;
+                (Some(Arc::new(ring)), snap)
+            }
+        };
+        let rt = Arc::new(Self {
+            config: arc_swap::ArcSwap::from_pointee(config),
+            keys,
+            ring: arc_swap::ArcSwapOption::new(ring),
+            snapshot: arc_swap::ArcSwap::from_pointee(snapshot),
+            ring_stamp: std::sync::Mutex::new(None),
+        });
+        *rt.ring_stamp.lock().expect("fresh mutex") = rt.stamp();
+        Ok(rt)
+    }
+
+    /// The snapshot a new request pins.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// The key ring as last read; `None` on a development key.
+    pub fn ring(&self) -> Option<Arc<crate::keyring::ring::KeyRing>> {
+        self.ring.load_full()
+    }
+
+    fn ring_path(&self) -> Result<(&std::path::Path, &crate::keyring::kek::Kek), RuntimeError> {
+        match &self.keys {
+            Keys::Ring { path, kek } => Ok((path, kek)),
+            Keys::Dev(_) => Err(RuntimeError::NoRing),
+        }
+    }
+
+    fn stamp(&self) -> Option<(std::time::SystemTime, u64)> {
+        let (path, _) = self.ring_path().ok()?;
+        let m = std::fs::metadata(path).ok()?;
+        Some((m.modified().ok()?, m.len()))
+    }
+
+    /// Re-reads the ring if its file changed since the last read, and
+    /// installs a snapshot bound to its active version. A ring that fails to
+    /// load leaves the running snapshot in place. Returns whether it changed.
+    pub fn refresh_ring(&self) -> Result<bool, RuntimeError> {
+        let (path, kek) = self.ring_path()?;
+        let now = self.stamp();
+        {
+            let last = self.ring_stamp.lock().map(|l| *l).unwrap_or(None);
+            if now == last {
+                return Ok(false);
+            }
+        }
+        let ring = crate::keyring::ring::KeyRing::load(path, kek)?;
+        self.install(ring)?;
+        if let Ok(mut l) = self.ring_stamp.lock() {
+            *l = now;
+        }
+        Ok(true)
+    }
+
+    fn install(&self, ring: crate::keyring::ring::KeyRing) -> Result<(), RuntimeError> {
+        let snap = Snapshot::build(&self.config(), &ring)?;
+        self.ring.store(Some(Arc::new(ring)));
+        self.snapshot.store(Arc::new(snap));
+        Ok(())
+    }
+
+    /// Rotates the ring and switches to the new version at once.
+    pub fn rotate(&self) -> Result<u32, RuntimeError> {
+        let (path, kek) = self.ring_path()?;
+        let ring = crate::keyring::ring::KeyRing::rotate(path, kek)?;
+        let id = ring.active_version().id;
+        self.install(ring)?;
+        if let Ok(mut l) = self.ring_stamp.lock() {
+            *l = self.stamp();
+        }
+        Ok(id)
+    }
+
+    pub fn retire(&self, id: u32) -> Result<(), RuntimeError> {
+        let (path, kek) = self.ring_path()?;
+        let ring = crate::keyring::ring::KeyRing::retire(path, kek, id)?;
+        self.install(ring)?;
+        if let Ok(mut l) = self.ring_stamp.lock() {
+            *l = self.stamp();
+        }
+        Ok(())
+    }
+
+    /// Re-reads the config file (rules included) and the ring, and installs
+    /// the result. Listeners are bound once: changing them needs a restart.
+    pub fn reload(&self) -> Result<(), RuntimeError> {
+        let path = self.config().path.clone();
+        let cfg = crate::config::load(&path)?;
+        let snap = match (&self.keys, self.ring()) {
+            (Keys::Dev(dev), _) => Snapshot::build(&cfg, dev)?,
+            (Keys::Ring { path, kek }, _) => {
+                let ring = crate::keyring::ring::KeyRing::load(path, kek)?;
+                let snap = Snapshot::build(&cfg, &ring)?;
+                self.ring.store(Some(Arc::new(ring)));
+                snap
+            }
+        };
+        self.config.store(Arc::new(cfg));
+        self.snapshot.store(Arc::new(snap));
+        Ok(())
+    }
+
+    /// Scheduled key maintenance: rotation when the active version is older
+    /// than `rotate_every`, retirement of previous versions whose longest
+    /// retention has passed. Safe to run on every replica at once: the
+    /// ring's lock and a re-check under it make it happen once.
+    pub fn maintain_keys(&self) -> Result<(), RuntimeError> {
+        let cfg = self.config();
+        let Ok((path, kek)) = self.ring_path() else {
+            return Ok(());
+        };
+        if let Some(every) = cfg.keys.rotate_every {
+            let every = chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX);
+            let (ring, rotated) = crate::keyring::ring::KeyRing::rotate_if(path, kek, |r| {
+                chrono::Utc::now() - r.active_version().created >= every
+            })?;
+            if rotated {
+                tracing::info!(
+                    version = ring.active_version().id,
+                    "key rotated on schedule"
+                );
+                self.install(ring)?;
+            }
+        }
+        if cfg.keys.auto_retire {
+            // The longest retention of any purpose this config serves; a
+            // purpose kept "while the service is used" holds every version.
+            let longest = cfg
+                .routes
+                .iter()
+                .flat_map(|r| std::iter::once(&r.rules).chain(r.response_rules.iter()))
+                .map(|rules| rules.purpose.retention.as_duration())
+                .try_fold(std::time::Duration::ZERO, |acc, d| d.map(|d| acc.max(d)));
+            if let (Some(longest), Some(ring)) = (longest, self.ring()) {
+                let longest = chrono::Duration::from_std(longest).unwrap_or(chrono::Duration::MAX);
+                for v in ring.versions() {
+                    let expired = v.state == crate::keyring::store::State::Previous
+                        && ring
+                            .superseded_at(v.id)
+                            .is_some_and(|t| chrono::Utc::now() - t >= longest);
+                    if expired {
+                        tracing::info!(version = v.id, "key version retired: retention passed");
+                        self.retire(v.id)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls the ring for changes and runs key maintenance every
+    /// `reload_interval`, until the returned task is aborted.
+    pub fn spawn_key_watcher(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        if !matches!(self.keys, Keys::Ring { .. }) {
+            return None;
+        }
+        let rt = self.clone();
+        Some(tokio::spawn(async move {
+            loop {
+                let every = rt.config().keys.reload_interval;
+                tokio::time::sleep(every).await;
+                match rt.refresh_ring() {
+                    Ok(true) => tracing::info!(
+                        version = rt.ring().map(|r| r.active_version().id),
+                        "key ring reloaded"
+                    ),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "key ring not reloaded; keeping the current keys")
+                    }
+                }
+                if let Err(e) = rt.maintain_keys() {
+                    tracing::error!(error = %e, "scheduled key maintenance failed");
+                }
+            }
+        }))
+    }
+}

@@ -9,7 +9,9 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::config;
+use crate::keyring::kek::Kek;
 use crate::keyring::DevKeySource;
+use crate::snapshot::{Keys, Runtime};
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Args, Debug)]
@@ -28,17 +30,23 @@ pub struct RunArgs {
 pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     telemetry::init(a.log_format);
     let cfg = config::load(&a.config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let keys = match &cfg.key_file {
-        Some(p) => DevKeySource::from_file(p)?,
-        None => DevKeySource::from_env()?,
+    let keys = match (&cfg.keys.ring, &cfg.keys.file) {
+        (Some(ring), _) => Keys::Ring {
+            path: ring.clone(),
+            kek: Kek::load(cfg.keys.kek_file.as_deref())?,
+        },
+        (None, Some(p)) => Keys::Dev(DevKeySource::from_file(p)?),
+        (None, None) => Keys::Dev(DevKeySource::from_env()?),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async {
-        let running = crate::server::start(&cfg, &keys, Duration::from_secs(a.drain_secs)).await?;
-        tracing::info!(addrs = ?running.addrs, routes = cfg.routes.len(), "scrim is running");
+        let routes = cfg.routes.len();
+        let rt = Runtime::new(cfg, keys)?;
+        let running = crate::server::start_runtime(rt, Duration::from_secs(a.drain_secs)).await?;
+        tracing::info!(addrs = ?running.addrs, routes, "scrim is running");
         shutdown_signal().await;
         tracing::info!("shutting down");
         running.stop().await;

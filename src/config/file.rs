@@ -84,7 +84,21 @@ pub struct LimitsSpec {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeysSpec {
-    /// Key file (`v<VERSION>:<secret>`); default: SCRIM_KEY from the environment.
+    /// The key ring (`scrim keys init`). With it, the KEK comes from
+    /// `kek_file` or SCRIM_KEK.
+    pub ring: Option<Spanned<PathBuf>>,
+    /// The key-encryption key, 32 bytes in base64 or hex (a mounted secret).
+    pub kek_file: Option<PathBuf>,
+    /// How often the ring file is checked for changes made elsewhere (another
+    /// replica, `scrim keys rotate`); default 1000.
+    pub reload_interval_ms: Option<u64>,
+    /// Rotate automatically when the active version is this old, e.g. "90 days".
+    pub rotate_every: Option<Spanned<String>>,
+    /// Retire a previous version once the longest retention of the purposes
+    /// it served has passed since it stopped being active. Default false.
+    pub auto_retire: Option<bool>,
+    /// Development only: a single key file (`v<VERSION>:<secret>`); default
+    /// without `ring`: SCRIM_KEY from the environment.
     pub file: Option<PathBuf>,
 }
 

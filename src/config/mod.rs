@@ -20,15 +20,26 @@ use crate::engine::{compile_file, compile_str, CompiledRules, Limits};
 use file::FileConfig;
 
 /// A validated configuration.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub path: PathBuf,
     pub listeners: Vec<ListenerConfig>,
     pub limits: ProxyLimits,
-    /// Key file; `None` means SCRIM_KEY from the environment.
-    pub key_file: Option<PathBuf>,
+    pub keys: KeysConfig,
     pub upstreams: HashMap<String, Arc<UpstreamConfig>>,
     pub routes: Vec<RouteConfig>,
+}
+
+/// Where keys come from.
+#[derive(Debug, Clone, Default)]
+pub struct KeysConfig {
+    /// The key ring; `None`: a development key (`file`, or SCRIM_KEY).
+    pub ring: Option<PathBuf>,
+    pub kek_file: Option<PathBuf>,
+    pub reload_interval: Duration,
+    pub rotate_every: Option<Duration>,
+    pub auto_retire: bool,
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -282,9 +293,48 @@ impl Cx<'_> {
             path: path.to_path_buf(),
             listeners,
             limits,
-            key_file: f.keys.file.as_ref().map(|p| self.resolve(p)),
+            keys: self.keys(&f.keys),
             upstreams,
             routes,
+        }
+    }
+
+    fn keys(&mut self, k: &file::KeysSpec) -> KeysConfig {
+        if k.ring.is_some() && k.file.is_some() {
+            self.error(
+                0..0,
+                "[keys] has `ring` or `file`, not both",
+                Some("`file` is for development; use `ring` in production"),
+            );
+        }
+        let rotate_every =
+            k.rotate_every
+                .as_ref()
+                .and_then(|r| match parse_duration(r.get_ref()) {
+                    Some(d) => Some(d),
+                    None => {
+                        self.error(
+                            r.span(),
+                            "rotate_every is not a period",
+                            Some("write e.g. \"90 days\", \"12 hours\" or \"1 year\""),
+                        );
+                        None
+                    }
+                });
+        if k.ring.is_none() && (rotate_every.is_some() || k.auto_retire == Some(true)) {
+            self.error(
+                0..0,
+                "rotate_every and auto_retire need a key ring",
+                Some("add ring = \"PATH\" to [keys] (create it with `scrim keys init`)"),
+            );
+        }
+        KeysConfig {
+            ring: k.ring.as_ref().map(|p| self.resolve(p.get_ref())),
+            kek_file: k.kek_file.as_ref().map(|p| self.resolve(p)),
+            reload_interval: Duration::from_millis(k.reload_interval_ms.unwrap_or(1000).max(10)),
+            rotate_every,
+            auto_retire: k.auto_retire.unwrap_or(false),
+            file: k.file.as_ref().map(|p| self.resolve(p)),
         }
     }
 
@@ -490,6 +540,23 @@ impl Cx<'_> {
             }
         }
     }
+}
+
+/// `"90 days"`, `"12 hours"`, `"6 months"` (30 days), `"1 year"` (365 days).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let (n, unit) = s.trim().split_once(' ')?;
+    let n: u64 = n.parse().ok().filter(|&n| n > 0)?;
+    let secs = match unit.trim().trim_end_matches('s') {
+        "second" => 1,
+        "minute" => 60,
+        "hour" => 3600,
+        "day" => 86_400,
+        "week" => 7 * 86_400,
+        "month" => 30 * 86_400,
+        "year" => 365 * 86_400,
+        _ => return None,
+    };
+    Some(Duration::from_secs(n.checked_mul(secs)?))
 }
 
 /// Replaces `${VAR}` with the environment's value; `Err(VAR)` if unset.

@@ -43,6 +43,20 @@ pub enum Retention {
     WhileServiceUsed,
 }
 
+impl Retention {
+    /// The period as a duration (months of 30 days, years of 365); `None`
+    /// for as long as the service is used.
+    pub fn as_duration(self) -> Option<std::time::Duration> {
+        let days = match self {
+            Retention::Days(n) => u64::from(n),
+            Retention::Months(n) => u64::from(n) * 30,
+            Retention::Years(n) => u64::from(n) * 365,
+            Retention::WhileServiceUsed => return None,
+        };
+        Some(std::time::Duration::from_secs(days * 86_400))
+    }
+}
+
 pub type RuleIdx = u16;
 
 #[derive(Debug)]

@@ -1,14 +1,21 @@
 //! Where pseudonymisation keys come from.
 //!
 //! The engine sees keys only through [`KeySource`]: the active version and its
-//! secret bytes. Until the encrypted key ring lands, two development sources
-//! implement it: [`DevKeySource::from_env`] (`SCRIM_KEY`, `SCRIM_KEY_VERSION`)
-//! and [`DevKeySource::from_file`]; the demo uses [`DevKeySource::ephemeral`].
+//! secret bytes. In production that is the [`ring::KeyRing`]: versions
+//! sealed with AES-256-GCM under a key-encryption key ([`kek::Kek`]) kept
+//! apart, stored atomically ([`store`]), rotated and retired by the security
+//! team. For development and tests, [`DevKeySource`] takes one key from
+//! `SCRIM_KEY` / `SCRIM_KEY_VERSION` or a file; the demo uses
+//! [`DevKeySource::ephemeral`].
 //! A missing key is an error, never a built-in default: a default key would be
 //! public, and every pseudonym made with it reversible by dictionary.
 //!
 //! Secrets live in [`Zeroizing`] buffers and [`KeyMaterial`]'s `Debug` prints
 //! only the version, so a key cannot reach a log through `{:?}`.
+
+pub mod kek;
+pub mod ring;
+pub mod store;
 
 use std::fmt;
 use std::path::Path;
@@ -48,12 +55,58 @@ pub enum KeyError {
     },
     #[error("the system random generator failed")]
     Random,
+    #[error(
+        "no key-encryption key: set SCRIM_KEK to 32 bytes in base64 or hex, or configure kek_file"
+    )]
+    MissingKek,
+    #[error("the KEK in {origin} is {len} bytes; it must be exactly 32")]
+    KekLength { origin: String, len: usize },
 }
 
-/// Supplies the active key. Implemented by the development sources here and
-/// later by the encrypted key ring.
+/// Supplies keys to the engine: the active version, and the previous one
+/// (for bridging across a rotation). Implemented by the key ring and by the
+/// development sources.
 pub trait KeySource: Send + Sync {
     fn active(&self) -> Result<Arc<KeyMaterial>, KeyError>;
+
+    /// The most recent previous version still held, if any.
+    fn previous(&self) -> Option<Arc<KeyMaterial>> {
+        None
+    }
+}
+
+/// Why a key ring could not be read or changed. Never carries key bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyRingError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is {why}; it was not changed")]
+    Corrupt { path: String, why: String },
+    #[error("{path} has key ring format version {version}, which this scrim does not know; it was not changed")]
+    UnknownFormat { path: String, version: u32 },
+    #[error(
+        "{path} failed its integrity check: the KEK is wrong, or the file was modified; \
+         it was not changed"
+    )]
+    Integrity { path: String },
+    #[error("key version {id} does not open under this KEK (swapped or modified material)")]
+    Sealed { id: u32 },
+    #[error("invalid key ring: {0}")]
+    Invalid(&'static str),
+    #[error("{path} already exists; `keys init` never overwrites a ring")]
+    Exists { path: String },
+    #[error("no key version {id}")]
+    NoSuchVersion { id: u32 },
+    #[error("version {id} is active; rotate first, then retire it")]
+    RetireActive { id: u32 },
+    #[error("version {id} is already retired")]
+    AlreadyRetired { id: u32 },
+    #[error("the system random generator failed")]
+    Random,
 }
 
 // === impl KeyMaterial ===
@@ -135,6 +188,13 @@ impl DevKeySource {
         getrandom::fill(&mut secret).map_err(|_| KeyError::Random)?;
         Ok(Self {
             key: Arc::new(KeyMaterial::new(1, secret.to_vec())?),
+        })
+    }
+
+    /// The active key of another source, held fixed.
+    pub fn fixed(source: &dyn KeySource) -> Result<Self, KeyError> {
+        Ok(Self {
+            key: source.active()?,
         })
     }
 

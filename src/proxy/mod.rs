@@ -39,7 +39,7 @@ use hyper::body::Incoming;
 use tracing::{debug, warn};
 
 use crate::engine::{Format, NdjsonStream, SseStream};
-use crate::snapshot::{Route, Snapshot};
+use crate::snapshot::{Route, Runtime, Snapshot};
 use body::{FailureSlot, LineTransform, StreamingBody};
 use encoding::Coding;
 pub use respond::ProxyError;
@@ -54,12 +54,12 @@ const RESPONSE_IDLE: Duration = Duration::from_secs(24 * 3600);
 /// The request handler. Cheap to clone: one per connection.
 #[derive(Clone)]
 pub struct ProxyService {
-    snapshot: Arc<Snapshot>,
+    runtime: Arc<Runtime>,
 }
 
 impl ProxyService {
-    pub fn new(snapshot: Arc<Snapshot>) -> Self {
-        Self { snapshot }
+    pub fn new(runtime: Arc<Runtime>) -> Self {
+        Self { runtime }
     }
 
     /// Serves one request; never fails, errors become responses.
@@ -68,8 +68,9 @@ impl ProxyService {
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Result<Response<BoxBody>, Infallible> {
-        // Pin the snapshot for the whole request.
-        let snap = self.snapshot.clone();
+        // Pin the snapshot for the whole request: a rotation or reload that
+        // lands meanwhile applies to the next request, not to this one.
+        let snap = self.runtime.snapshot();
         let method = req.method().clone();
         match proxy(&snap, req, peer).await {
             Ok(res) => {

@@ -13,6 +13,7 @@
 //! One `Pseudonymiser` exists per (purpose, recipient, key version). Building
 //! it derives all keys; using it allocates only the output string.
 
+pub mod aead;
 mod hmac;
 pub mod normalize;
 pub mod token;

@@ -149,6 +149,8 @@ pub enum StartError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Snapshot(#[from] crate::snapshot::SnapshotError),
+    #[error(transparent)]
+    Runtime(#[from] crate::snapshot::RuntimeError),
 }
 
 /// Binds a listener (and loads its TLS files).
@@ -170,13 +172,18 @@ pub async fn bind(cfg: &crate::config::ListenerConfig) -> Result<Listener, Start
 pub struct Running {
     /// Bound addresses, in the order of the config's listeners.
     pub addrs: Vec<SocketAddr>,
+    pub runtime: Arc<crate::snapshot::Runtime>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
     /// Stops accepting, drains open connections, and returns when done.
     pub async fn stop(self) {
+        if let Some(w) = &self.watcher {
+            w.abort();
+        }
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = t.await;
@@ -184,14 +191,27 @@ impl Running {
     }
 }
 
-/// Binds every listener of `cfg` and serves them with one snapshot.
+/// Binds every listener of `cfg` and serves them with the source's active
+/// key, fixed for the life of the server.
 pub async fn start(
     cfg: &crate::config::Config,
     keys: &dyn crate::keyring::KeySource,
     drain: Duration,
 ) -> Result<Running, StartError> {
-    let snapshot = Arc::new(crate::snapshot::Snapshot::build(cfg, keys)?);
-    let service = ProxyService::new(snapshot);
+    let fixed =
+        crate::keyring::DevKeySource::fixed(keys).map_err(|e| StartError::Snapshot(e.into()))?;
+    let rt = crate::snapshot::Runtime::new(cfg.clone(), crate::snapshot::Keys::Dev(fixed))?;
+    start_runtime(rt, drain).await
+}
+
+/// Binds every listener of the runtime's config and serves them; with a key
+/// ring, also watches it for rotations made elsewhere.
+pub async fn start_runtime(
+    rt: Arc<crate::snapshot::Runtime>,
+    drain: Duration,
+) -> Result<Running, StartError> {
+    let cfg = rt.config();
+    let service = ProxyService::new(rt.clone());
     let (tx, rx) = watch::channel(false);
     let mut addrs = Vec::new();
     let mut tasks = Vec::new();
@@ -209,9 +229,12 @@ pub async fn start(
             drain,
         )));
     }
+    let watcher = rt.spawn_key_watcher();
     Ok(Running {
         addrs,
+        runtime: rt,
         shutdown: tx,
         tasks,
+        watcher,
     })
 }
