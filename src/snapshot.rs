@@ -86,6 +86,29 @@ pub enum Keys {
     },
 }
 
+/// One line of a subject look-up.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LookupRow {
+    pub purpose: String,
+    pub recipient: String,
+    pub version: u32,
+    pub kind: &'static str,
+    pub pseudonym: String,
+}
+
+/// Why a reveal failed; says nothing about the token's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RevealError {
+    #[error("not a reversible token")]
+    NotAToken,
+    #[error("no route serves that purpose")]
+    UnknownPurpose,
+    #[error("key version {version} is retired or unknown; the token can no longer be opened")]
+    VersionNotHeld { version: u32 },
+    #[error("the token does not open for that purpose and field")]
+    DoesNotOpen,
+}
+
 /// Why a runtime operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -273,6 +296,86 @@ impl Runtime {
             }
         }
         Ok(())
+    }
+
+    /// Every purpose this config serves: (purpose id, recipient).
+    pub fn purposes(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for r in &self.config().routes {
+            for rules in std::iter::once(&r.rules).chain(r.response_rules.iter()) {
+                let p = (rules.purpose.id.clone(), rules.purpose.recipient.clone());
+                if !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    /// Held key versions (active first, then previous, newest first).
+    fn held_keys(&self) -> Vec<Arc<crate::keyring::KeyMaterial>> {
+        match (&self.keys, self.ring()) {
+            (_, Some(ring)) => {
+                let mut v: Vec<_> = ring.held().cloned().collect();
+                v.sort_by_key(|k| std::cmp::Reverse(k.version()));
+                let active = ring.active_version().id;
+                v.sort_by_key(|k| k.version() != active);
+                v
+            }
+            (Keys::Dev(dev), None) => dev.active().into_iter().collect(),
+            (Keys::Ring { .. }, None) => Vec::new(),
+        }
+    }
+
+    /// A data subject's pseudonyms for every purpose and every key version
+    /// still held, so the recipients' records can be found, exported or
+    /// erased.
+    pub fn lookup(&self, kind: crate::engine::spec::Kind, value: &str) -> Vec<LookupRow> {
+        let mut rows = Vec::new();
+        for key in self.held_keys() {
+            for (purpose, recipient) in self.purposes() {
+                let p = crate::pseudo::Pseudonymiser::new(&key, &purpose, &recipient);
+                if let Some(token) = p.subject_token(kind, value) {
+                    rows.push(LookupRow {
+                        purpose: purpose.clone(),
+                        recipient: recipient.clone(),
+                        version: key.version(),
+                        kind: kind.as_str(),
+                        pseudonym: token,
+                    });
+                }
+            }
+        }
+        rows
+    }
+
+    /// Opens a reversible token made by the `encrypt` rule `field` of
+    /// `purpose`, with the key version the token names.
+    pub fn reveal(&self, purpose: &str, field: &str, token: &str) -> Result<String, RevealError> {
+        let (version, _) = crate::pseudo::parse_encrypted(token).ok_or(RevealError::NotAToken)?;
+        let (_, recipient) = self
+            .purposes()
+            .into_iter()
+            .find(|(p, _)| p == purpose)
+            .ok_or(RevealError::UnknownPurpose)?;
+        let key = self
+            .held_keys()
+            .into_iter()
+            .find(|k| k.version() == version)
+            .ok_or(RevealError::VersionNotHeld { version })?;
+        crate::pseudo::Pseudonymiser::new(&key, purpose, &recipient)
+            .reveal(field, token)
+            .map_err(|_| RevealError::DoesNotOpen)
+    }
+
+    /// A pseudonym of `value` for the audit log: keyed like any other, under
+    /// a purpose of its own, so the log names subjects without naming them.
+    pub fn audit_pseudonym(&self, value: &str) -> String {
+        match self.held_keys().first() {
+            Some(k) => crate::pseudo::Pseudonymiser::new(k, "audit", "audit")
+                .token(crate::engine::spec::Kind::Id, value),
+            None => "unavailable".into(),
+        }
     }
 
     /// Polls the ring for changes and runs key maintenance every

@@ -604,6 +604,7 @@ impl Cx<'_> {
                 }
             },
             ActionName::Scrub => Action::Scrub(url),
+            ActionName::Encrypt => Action::Encrypt,
             ActionName::Replace => {
                 let Some(v) = &r.value else {
                     self.error(

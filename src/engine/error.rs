@@ -27,6 +27,8 @@ pub enum Reason {
         limit: usize,
     },
     InvalidUtf8,
+    /// Not the input's fault (the system random generator failed).
+    Internal,
 }
 
 impl fmt::Display for EngineError {
@@ -46,6 +48,7 @@ impl fmt::Display for Reason {
             Reason::StringTooLong { limit } => write!(f, "a string is longer than {limit} bytes"),
             Reason::LineTooLong { limit } => write!(f, "a line is longer than {limit} bytes"),
             Reason::InvalidUtf8 => f.write_str("invalid UTF-8"),
+            Reason::Internal => f.write_str("internal error"),
         }
     }
 }
@@ -59,6 +62,7 @@ impl Reason {
             Reason::StringTooLong { .. } => "string_too_long",
             Reason::LineTooLong { .. } => "line_too_long",
             Reason::InvalidUtf8 => "invalid_utf8",
+            Reason::Internal => "internal",
         }
     }
 }

@@ -193,6 +193,15 @@ impl<'e> Ctx<'e> {
             }
             (Action::Decode(_), v) if keep => Some(literal(v)),
             (Action::Decode(_), _) => None,
+            (Action::Encrypt, v) => {
+                let field = rule.map_or("", |r| self.rules.rules[r as usize].id.as_str());
+                let token = self
+                    .pseudo
+                    .encrypt(field, &scalar_text(v))
+                    .map_err(|_| Reason::Internal)?;
+                self.stats.encrypted += 1;
+                Some(Produced::Text(Cow::Owned(token)))
+            }
         };
         Ok(produced)
     }

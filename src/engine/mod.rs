@@ -84,6 +84,8 @@ pub struct Stats {
     pub replaced: u64,
     /// Embedded payloads opened and re-encoded.
     pub decoded: u64,
+    /// Values turned into reversible tokens.
+    pub encrypted: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -95,6 +97,7 @@ impl std::ops::AddAssign for Stats {
         self.scrubbed += o.scrubbed;
         self.replaced += o.replaced;
         self.decoded += o.decoded;
+        self.encrypted += o.encrypted;
     }
 }
 

@@ -88,6 +88,8 @@ pub enum Action {
         text: String,
     },
     Decode(Encoding),
+    /// A reversible token bound to the purpose and this rule's id.
+    Encrypt,
 }
 
 #[derive(Debug, Clone)]
@@ -135,6 +137,7 @@ impl Action {
             Action::Generalise(_) => 4,
             Action::Scrub(_) => 3,
             Action::Decode(_) => 2,
+            Action::Encrypt => 5,
             Action::Keep => 1,
         }
     }
@@ -148,6 +151,7 @@ impl Action {
             Action::Scrub(_) => "scrub",
             Action::Replace { .. } => "replace",
             Action::Decode(_) => "decode",
+            Action::Encrypt => "encrypt",
         }
     }
 }

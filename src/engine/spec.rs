@@ -148,6 +148,9 @@ pub enum ActionName {
     /// Parse a string as embedded JSON (optionally base64) and apply the
     /// rules inside it, re-encoding the same way.
     Decode,
+    /// Reversible token: AES-256-GCM under the purpose's key; only the
+    /// security role can reveal it (`scrim reveal`).
+    Encrypt,
     /// Retired on purpose: an unkeyed hash is reversible by dictionary.
     Hash,
     /// Retired on purpose: masking keeps length and often most of the value.
@@ -229,6 +232,7 @@ impl ActionName {
             ActionName::Scrub => "scrub",
             ActionName::Replace => "replace",
             ActionName::Decode => "decode",
+            ActionName::Encrypt => "encrypt",
             ActionName::Hash => "hash",
             ActionName::Mask => "mask",
         }
