@@ -4,6 +4,7 @@
 
 mod check;
 mod demo;
+mod keys;
 mod run;
 mod transform;
 
@@ -37,6 +38,12 @@ enum Command {
     Transform(transform::TransformArgs),
     /// Validate rule files; exit 1 with file:line diagnostics on any error.
     Check(check::CheckArgs),
+    /// Manage the key ring: init, list, rotate, retire.
+    Keys(keys::KeysArgs),
+    /// A data subject's pseudonyms for every purpose and held key version.
+    Lookup(keys::LookupArgs),
+    /// Open a reversible (`encrypt`) token. Audited.
+    Reveal(keys::RevealArgs),
 }
 
 /// Where the pseudonymisation key comes from, for commands that need one.
@@ -95,6 +102,9 @@ pub fn main() -> ExitCode {
         Command::Demo(a) => demo::run(a),
         Command::Transform(a) => transform::run(a),
         Command::Check(a) => check::run(a),
+        Command::Keys(a) => keys::run(a),
+        Command::Lookup(a) => keys::lookup(a),
+        Command::Reveal(a) => keys::reveal(a),
     };
     match res {
         Ok(code) => code,

@@ -39,6 +39,42 @@ pub struct FileConfig {
     pub upstreams: BTreeMap<String, Spanned<UpstreamSpec>>,
     #[serde(default, rename = "route")]
     pub routes: Vec<Spanned<RouteSpec>>,
+    pub admin: Option<Spanned<AdminSpec>>,
+}
+
+/// The admin API: its own listener, loopback unless configured otherwise.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSpec {
+    /// Default "127.0.0.1:9901".
+    pub addr: Option<Spanned<String>>,
+    pub tls: Option<TlsSpec>,
+    /// Append-only JSON-lines audit log of every admin action.
+    pub audit_log: Option<PathBuf>,
+    #[serde(default, rename = "token")]
+    pub tokens: Vec<Spanned<AdminTokenSpec>>,
+}
+
+/// A bearer token, stored as the hex SHA-256 of the token (never the token).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTokenSpec {
+    /// Names the token in the audit log.
+    pub id: String,
+    pub role: Role,
+    /// `printf %s "$TOKEN" | sha256sum`
+    pub sha256: String,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Owns the keys: list, rotate, retire, reveal, look-up, reload.
+    Security,
+    /// Answers data subject requests: look-up.
+    PrivacyOfficer,
+    /// Runs the service: list keys, reload.
+    Operator,
 }
 
 #[derive(Debug, Deserialize)]

@@ -28,6 +28,21 @@ pub struct Config {
     pub keys: KeysConfig,
     pub upstreams: HashMap<String, Arc<UpstreamConfig>>,
     pub routes: Vec<RouteConfig>,
+    pub admin: Option<AdminConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listener: ListenerConfig,
+    pub audit_log: Option<PathBuf>,
+    pub tokens: Vec<AdminToken>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminToken {
+    pub id: String,
+    pub role: file::Role,
+    pub sha256: [u8; 32],
 }
 
 /// Where keys come from.
@@ -294,9 +309,72 @@ impl Cx<'_> {
             listeners,
             limits,
             keys: self.keys(&f.keys),
+            admin: f.admin.as_ref().and_then(|a| self.admin(a)),
             upstreams,
             routes,
         }
+    }
+
+    fn admin(&mut self, a: &toml::Spanned<file::AdminSpec>) -> Option<AdminConfig> {
+        let spec = a.get_ref();
+        let addr = match &spec.addr {
+            None => SocketAddr::from(([127, 0, 0, 1], 9901)),
+            Some(s) => match s.get_ref().parse() {
+                Ok(a) => a,
+                Err(_) => {
+                    self.error(
+                        s.span(),
+                        &format!("`{}` is not an address", s.get_ref()),
+                        Some("write host:port, e.g. \"127.0.0.1:9901\""),
+                    );
+                    return None;
+                }
+            },
+        };
+        let mut tokens = Vec::new();
+        for t in &spec.tokens {
+            let tok = t.get_ref();
+            let hash = data_encoding::HEXLOWER_PERMISSIVE
+                .decode(tok.sha256.trim().as_bytes())
+                .ok();
+            match hash.as_deref().map(<[u8; 32]>::try_from) {
+                Some(Ok(h)) => tokens.push(AdminToken {
+                    id: tok.id.clone(),
+                    role: tok.role,
+                    sha256: h,
+                }),
+                _ => self.error(
+                    t.span(),
+                    &format!("admin token `{}`: sha256 must be 64 hex digits", tok.id),
+                    Some("store the hash, not the token: printf %s \"$TOKEN\" | sha256sum"),
+                ),
+            }
+            if tokens.iter().filter(|x| x.id == tok.id).count() > 1 {
+                self.error(
+                    t.span(),
+                    &format!("admin token id `{}` is used twice", tok.id),
+                    None,
+                );
+            }
+        }
+        if tokens.is_empty() {
+            self.error(
+                a.span(),
+                "[admin] has no [[admin.token]]: every call would get 401",
+                Some("add [[admin.token]] with id, role and sha256"),
+            );
+        }
+        Some(AdminConfig {
+            listener: ListenerConfig {
+                addr,
+                tls: spec.tls.as_ref().map(|t| TlsFiles {
+                    cert: self.resolve(&t.cert),
+                    key: self.resolve(&t.key),
+                }),
+            },
+            audit_log: spec.audit_log.as_ref().map(|p| self.resolve(p)),
+            tokens,
+        })
     }
 
     fn keys(&mut self, k: &file::KeysSpec) -> KeysConfig {

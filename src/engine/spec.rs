@@ -196,6 +196,14 @@ pub enum Encoding {
     Base64urlJson,
 }
 
+impl std::str::FromStr for Kind {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s).ok_or(())
+    }
+}
+
 impl Kind {
     pub const ALL: [Kind; 8] = [
         Kind::Email,

@@ -56,9 +56,12 @@ pub async fn serve(
     let builder = Arc::new(builder);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
+    // Connection tasks, so that what the drain leaves open is closed.
+    let mut conns = tokio::task::JoinSet::new();
     let addr = listener.local_addr().ok();
     info!(?addr, tls = listener.tls.is_some(), "listening");
     loop {
+        while conns.try_join_next().is_some() {}
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = shutdown.changed() => break,
@@ -80,7 +83,7 @@ pub async fn serve(
         let tls = listener.tls.clone();
         let watcher = graceful.watcher();
         let header_timeout = limits.header_timeout;
-        tokio::spawn(async move {
+        conns.spawn(async move {
             let _permit = permit;
             let hyper_svc = service_fn(move |req| {
                 let svc = svc.clone();
@@ -125,8 +128,13 @@ pub async fn serve(
             }
         });
     }
+    // Close the socket first: new connections are refused at once instead
+    // of waiting in the backlog, unserved, until the drain ends.
+    drop(listener);
     info!(?addr, "draining connections");
     let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
+    // Past the drain, nothing is served any more: close what is left.
+    conns.shutdown().await;
 }
 
 const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\n\
@@ -151,6 +159,12 @@ pub enum StartError {
     Snapshot(#[from] crate::snapshot::SnapshotError),
     #[error(transparent)]
     Runtime(#[from] crate::snapshot::RuntimeError),
+    #[error("cannot open the audit log {path}: {source}")]
+    Audit {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Binds a listener (and loads its TLS files).
@@ -172,6 +186,8 @@ pub async fn bind(cfg: &crate::config::ListenerConfig) -> Result<Listener, Start
 pub struct Running {
     /// Bound addresses, in the order of the config's listeners.
     pub addrs: Vec<SocketAddr>,
+    /// The admin API's address, when `[admin]` is configured.
+    pub admin_addr: Option<SocketAddr>,
     pub runtime: Arc<crate::snapshot::Runtime>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -230,8 +246,38 @@ pub async fn start_runtime(
         )));
     }
     let watcher = rt.spawn_key_watcher();
+    let mut admin_addr = None;
+    if let Some(admin_cfg) = &cfg.admin {
+        let listener = bind(&admin_cfg.listener).await?;
+        admin_addr = Some(listener.local_addr().map_err(|source| StartError::Bind {
+            addr: admin_cfg.listener.addr,
+            source,
+        })?);
+        let audit = crate::admin::audit::AuditLog::open(admin_cfg.audit_log.as_deref()).map_err(
+            |source| StartError::Audit {
+                path: admin_cfg
+                    .audit_log
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                source,
+            },
+        )?;
+        let admin = Arc::new(crate::admin::Admin {
+            runtime: rt.clone(),
+            config: admin_cfg.clone(),
+            audit,
+        });
+        tasks.push(tokio::spawn(crate::admin::serve(
+            admin,
+            listener.tcp,
+            listener.tls,
+            rx.clone(),
+        )));
+    }
     Ok(Running {
         addrs,
+        admin_addr,
         runtime: rt,
         shutdown: tx,
         tasks,

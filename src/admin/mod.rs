@@ -1,0 +1,75 @@
+//! The admin API, on its own listener (loopback unless configured), for the
+//! security team, the privacy officer and operators.
+//!
+//! | method | path                    | roles              | does |
+//! |--------|-------------------------|--------------------|------|
+//! | GET    | `/healthz`              | none               | the process is up |
+//! | GET    | `/readyz`               | none               | routes and an active key are loaded |
+//! | GET    | `/keys`                 | security, operator | key versions: id, created, state (no material) |
+//! | POST   | `/keys/rotate`          | security           | new active version; the old one becomes previous |
+//! | POST   | `/keys/{id}/retire`     | security           | destroys a previous version's material |
+//! | POST   | `/reveal`               | security           | `{purpose, field, token}` -> the value of a reversible token |
+//! | POST   | `/lookup`               | security, privacy-officer | `{kind, value}` -> the subject's pseudonyms per purpose and version |
+//! | POST   | `/reload`               | security, operator | re-reads the config, rules and key ring |
+//!
+//! Bearer tokens only (`auth.rs`): 401 without a known token, 403 for a role
+//! without the right. Every call except the probes is appended to the audit
+//! log (`audit.rs`), including refused ones.
+
+pub mod audit;
+pub mod auth;
+mod handlers;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::AdminConfig;
+use crate::snapshot::Runtime;
+
+/// Shared by every admin request.
+pub struct Admin {
+    pub runtime: Arc<Runtime>,
+    pub config: AdminConfig,
+    pub audit: audit::AuditLog,
+}
+
+/// Serves the admin API until `shutdown` turns true.
+pub async fn serve(
+    admin: Arc<Admin>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, _peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
+            r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
+            _ = shutdown.changed() => return,
+        };
+        let admin = admin.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(handlers::handle(&admin, req).await) }
+            });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            match tls {
+                Some(acc) => {
+                    if let Ok(s) = acc.accept(stream).await {
+                        let _ = builder.serve_connection(TokioIo::new(s), svc).await;
+                    }
+                }
+                None => {
+                    let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                }
+            }
+        });
+    }
+}
