@@ -42,11 +42,17 @@ impl Snapshot {
         }
         let mut routes = Vec::with_capacity(cfg.routes.len());
         for r in &cfg.routes {
-            let engine = Arc::new(Engine::new(
-                r.rules.clone(),
-                keys,
-                cfg.limits.engine.clone(),
-            )?);
+            // Bridging applies only within the grace period after a rotation.
+            let grace =
+                chrono::Duration::from_std(cfg.keys.bridge_grace).unwrap_or(chrono::Duration::MAX);
+            let bridging = keys
+                .active_created()
+                .is_some_and(|t| chrono::Utc::now() - t < grace);
+            let previous = if bridging { keys.previous() } else { None };
+            let engine = Arc::new(
+                Engine::new(r.rules.clone(), keys, cfg.limits.engine.clone())?
+                    .with_previous(previous.as_deref()),
+            );
             let response_engine = match &r.response_rules {
                 Some(rules) => Some(Arc::new(Engine::new(
                     rules.clone(),

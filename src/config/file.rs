@@ -130,6 +130,9 @@ pub struct KeysSpec {
     pub reload_interval_ms: Option<u64>,
     /// Rotate automatically when the active version is this old, e.g. "90 days".
     pub rotate_every: Option<Spanned<String>>,
+    /// How long after a rotation rules with `bridge = true` also emit the
+    /// previous version's token; default "30 days".
+    pub bridge_grace: Option<Spanned<String>>,
     /// Retire a previous version once the longest retention of the purposes
     /// it served has passed since it stopped being active. Default false.
     pub auto_retire: Option<bool>,

@@ -54,6 +54,7 @@ pub struct KeysConfig {
     pub reload_interval: Duration,
     pub rotate_every: Option<Duration>,
     pub auto_retire: bool,
+    pub bridge_grace: Duration,
     pub file: Option<PathBuf>,
 }
 
@@ -399,6 +400,17 @@ impl Cx<'_> {
                         None
                     }
                 });
+        let bridge_grace = match &k.bridge_grace {
+            None => Duration::from_secs(30 * 86_400),
+            Some(g) => parse_duration(g.get_ref()).unwrap_or_else(|| {
+                self.error(
+                    g.span(),
+                    "bridge_grace is not a period",
+                    Some("write e.g. \"30 days\""),
+                );
+                Duration::ZERO
+            }),
+        };
         if k.ring.is_none() && (rotate_every.is_some() || k.auto_retire == Some(true)) {
             self.error(
                 0..0,
@@ -412,6 +424,7 @@ impl Cx<'_> {
             reload_interval: Duration::from_millis(k.reload_interval_ms.unwrap_or(1000).max(10)),
             rotate_every,
             auto_retire: k.auto_retire.unwrap_or(false),
+            bridge_grace,
             file: k.file.as_ref().map(|p| self.resolve(p)),
         }
     }

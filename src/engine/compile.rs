@@ -395,7 +395,12 @@ impl Cx<'_> {
         let before = self.diags.len();
 
         // Options that belong to one action or kind, checked uniformly.
-        let opts: [(&str, bool, bool); 13] = [
+        let opts: [(&str, bool, bool); 14] = [
+            (
+                "bridge",
+                r.bridge.is_some(),
+                name == ActionName::Pseudonymise,
+            ),
             (
                 "keep_domain",
                 r.keep_domain.is_some(),
@@ -541,6 +546,7 @@ impl Cx<'_> {
                         strip_plus_tag: r.strip_plus_tag.unwrap_or(false),
                     },
                     label: r.label.clone(),
+                    bridge: r.bridge.unwrap_or(false),
                     ip_mode: r
                         .ip_mode
                         .as_ref()

@@ -49,6 +49,9 @@ pub(crate) fn walk(cx: &mut Ctx<'_>, input: &[u8], out: &mut String) -> Result<(
             match cx.scalar(rule, keep, states, Scalar::Str(&value)) {
                 Ok(Some(Produced::Text(t))) => {
                     ser.append_pair(&key, &t);
+                    if let Some(prev) = cx.bridge.take() {
+                        ser.append_pair(&format!("{key}{}", super::BRIDGE_SUFFIX), &prev);
+                    }
                 }
                 Ok(Some(Produced::Literal(l))) => {
                     ser.append_pair(&key, &String::from_utf8_lossy(&l));

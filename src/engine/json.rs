@@ -25,6 +25,11 @@ pub(crate) struct Ctx<'e> {
     pub rules: &'e CompiledRules,
     pub auto: &'e Automaton,
     pub pseudo: &'e Pseudonymiser,
+    /// Set while a rotation is being bridged.
+    pub previous: Option<&'e Pseudonymiser>,
+    /// The previous version's token of the value just produced, when its rule
+    /// bridges; the container writing the member emits it beside.
+    pub bridge: Option<String>,
     pub limits: &'e Limits,
     pub stack: Vec<State>,
     pub depth: usize,
@@ -128,6 +133,9 @@ impl<'e> Ctx<'e> {
             (Action::Pseudonymise(spec), v) => {
                 let text = scalar_text(v);
                 let out = self.pseudo.apply(spec, &text);
+                if spec.bridge {
+                    self.bridge = self.previous.and_then(|p| p.apply(spec, &text));
+                }
                 self.count(out.is_some(), |s| &mut s.pseudonymised);
                 out.map(|t| Produced::Text(Cow::Owned(t)))
             }
@@ -422,8 +430,15 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
                     rule,
                     root: false,
                 })?;
+                let bridged = cx.bridge.take();
                 if wrote {
                     empty = false;
+                    if let Some(prev) = bridged {
+                        cx.out.push(b',');
+                        write_json_str(&mut cx.out, &format!("{key}{}", super::BRIDGE_SUFFIX));
+                        cx.out.push(b':');
+                        write_json_str(&mut cx.out, &prev);
+                    }
                 } else {
                     cx.out.truncate(entry);
                 }

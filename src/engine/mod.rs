@@ -108,7 +108,12 @@ pub struct Engine {
     rules: Arc<CompiledRules>,
     pseudo: Pseudonymiser,
     limits: Limits,
+    /// The previous key version's pseudonymiser, for rules that bridge.
+    previous: Option<Pseudonymiser>,
 }
+
+/// The suffix of the member that carries a bridged (previous-version) token.
+pub const BRIDGE_SUFFIX: &str = "_previous";
 
 impl Engine {
     /// Binds rules to the source's active key. Derives all per-kind keys
@@ -126,7 +131,17 @@ impl Engine {
             rules,
             pseudo,
             limits,
+            previous: None,
         })
+    }
+
+    /// Bridges rotations: rules with `bridge = true` also emit tokens under
+    /// `previous`. Callers pass a key only during the grace period.
+    pub fn with_previous(mut self, previous: Option<&crate::keyring::KeyMaterial>) -> Self {
+        self.previous = previous
+            .filter(|_| self.rules.bridges())
+            .map(|k| Pseudonymiser::new(k, &self.rules.purpose.id, &self.rules.purpose.recipient));
+        self
     }
 
     pub fn rules(&self) -> &CompiledRules {
@@ -155,6 +170,8 @@ impl Engine {
                 &self.rules.body
             },
             pseudo: &self.pseudo,
+            previous: self.previous.as_ref(),
+            bridge: None,
             limits: &self.limits,
             stack: Vec::with_capacity(32),
             depth: 0,
@@ -248,5 +265,61 @@ impl Engine {
             Ok(Some(Produced::Literal(l))) => Some(String::from_utf8_lossy(&l).into_owned()),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keyring::{DevKeySource, KeyMaterial};
+
+    #[test]
+    fn bridging_emits_the_previous_token_beside_the_new_one() {
+        let rules = compile_str(
+            r#"
+[purpose]
+id = "p"
+legal_basis = "consent"
+retention = "1 day"
+recipient = "r"
+[[rule]]
+field = "email"
+action = "pseudonymise"
+kind = "email"
+bridge = true
+[[rule]]
+field = "name"
+action = "pseudonymise"
+kind = "name"
+"#,
+            "t",
+        )
+        .unwrap();
+        let rules = Arc::new(rules);
+        let new = DevKeySource::from_bytes(2, &[2; 32]).unwrap();
+        let old = KeyMaterial::new(1, vec![1; 32]).unwrap();
+        let engine = Engine::new(rules.clone(), &new, Limits::default())
+            .unwrap()
+            .with_previous(Some(&old));
+        let mut out = Vec::new();
+        engine
+            .json(br#"{"email":"a@b.dk","name":"Zo\u00eb"}"#, &mut out)
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(v["email"].as_str().unwrap().starts_with("k2_"));
+        assert!(v["email_previous"].as_str().unwrap().starts_with("k1_"));
+        // Only the bridging rule gets a sibling.
+        assert!(v.get("name_previous").is_none());
+        // The previous token equals what version 1 alone makes.
+        let v1 = Engine::new(
+            rules,
+            &DevKeySource::from_bytes(1, &[1; 32]).unwrap(),
+            Limits::default(),
+        )
+        .unwrap();
+        let mut out1 = Vec::new();
+        v1.json(br#"{"email":"a@b.dk"}"#, &mut out1).unwrap();
+        let v1: serde_json::Value = serde_json::from_slice(&out1).unwrap();
+        assert_eq!(v["email_previous"], v1["email"]);
     }
 }

@@ -97,6 +97,8 @@ pub struct PseudoSpec {
     pub kind: Kind,
     pub email: EmailSpec,
     pub label: Option<String>,
+    /// Emit the previous key version's token beside the new one.
+    pub bridge: bool,
     pub ip_mode: IpMode,
     pub url: UrlSpec,
 }
@@ -173,6 +175,13 @@ impl CompiledRules {
             self.headers.get(name)
         };
         idx.map(|&i| &self.rules[i as usize].action)
+    }
+
+    /// Does any rule ask for bridging across key rotations?
+    pub fn bridges(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| matches!(&r.action, Action::Pseudonymise(p) if p.bridge))
     }
 
     pub fn default_keep(&self) -> bool {

@@ -111,6 +111,11 @@ pub struct RuleSpec {
     // pseudonymise, kind = "name"
     /// Prefix for name tokens: `label = "Participant"` gives `Participant <token>`.
     pub label: Option<String>,
+    // pseudonymise, any kind
+    /// During the grace period after a key rotation, also emit the previous
+    /// version's token beside the new one (`<field>_previous`), so a team
+    /// allowed to can link its series across the rotation. Off by default.
+    pub bridge: Option<bool>,
     // pseudonymise, kind = "ip"
     /// `token` (default): a keyed token inside a reserved range.
     /// `prefix-preserving`: ipcrypt-pfx, subnets stay subnets.

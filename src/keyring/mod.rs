@@ -73,6 +73,11 @@ pub trait KeySource: Send + Sync {
     fn previous(&self) -> Option<Arc<KeyMaterial>> {
         None
     }
+
+    /// When the active version was created, if known (for bridging grace).
+    fn active_created(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        None
+    }
 }
 
 /// Why a key ring could not be read or changed. Never carries key bytes.

@@ -181,6 +181,10 @@ impl KeySource for KeyRing {
             .ok_or(KeyError::Missing)
     }
 
+    fn active_created(&self) -> Option<DateTime<Utc>> {
+        Some(self.active_version().created)
+    }
+
     fn previous(&self) -> Option<Arc<KeyMaterial>> {
         self.versions
             .iter()
