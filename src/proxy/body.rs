@@ -210,6 +210,69 @@ where
     }
 }
 
+/// Who a forwarded request body is waiting on. The response timeout runs
+/// only while scrim waits on the upstream (to take the next frame, or to
+/// answer after the last), not while a client is still streaming its body:
+/// the body timeout bounds that.
+#[derive(Clone)]
+pub struct Progress(Arc<Mutex<(Instant, bool)>>);
+
+impl Progress {
+    pub fn new() -> Self {
+        Self(Arc::new(Mutex::new((Instant::now(), false))))
+    }
+
+    /// When the upstream is late; `None` while the client is the one awaited.
+    pub fn deadline(&self, timeout: Duration) -> Option<Instant> {
+        let (last, waiting_on_client) = *self.0.lock().unwrap_or_else(|e| e.into_inner());
+        (!waiting_on_client).then_some(last + timeout)
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A request body that reports its [`Progress`].
+pub struct Tracked<B> {
+    inner: B,
+    progress: Progress,
+}
+
+impl<B> Tracked<B> {
+    pub fn new(inner: B, progress: Progress) -> Self {
+        Self { inner, progress }
+    }
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let res = Pin::new(&mut self.inner).poll_frame(cx);
+        let mut p = self.progress.0.lock().unwrap_or_else(|e| e.into_inner());
+        match res {
+            Poll::Pending => p.1 = true,
+            Poll::Ready(_) => *p = (Instant::now(), false),
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Boxes any body into the proxy's body type.
 pub fn boxed<B>(b: B) -> super::BoxBody
 where

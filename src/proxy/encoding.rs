@@ -122,14 +122,16 @@ impl Decoder {
         }
     }
 
-    /// Decodes a chunk; returns what became available.
+    /// Decodes a chunk; returns what became available. The decoders hold
+    /// decoded output back until their next write unless flushed, which
+    /// would delay a streamed line until the next chunk arrives.
     pub fn push(&mut self, data: &[u8]) -> Result<Vec<u8>, ProxyError> {
         let res = match &mut self.dec {
             Dec::Identity(s) => s.write_all(data),
-            Dec::Gzip(d) => d.write_all(data),
-            Dec::Deflate(d) => d.write_all(data),
-            Dec::Br(d) => d.write_all(data),
-            Dec::Zstd(d) => d.write_all(data),
+            Dec::Gzip(d) => d.write_all(data).and_then(|()| d.flush()),
+            Dec::Deflate(d) => d.write_all(data).and_then(|()| d.flush()),
+            Dec::Br(d) => d.write_all(data).and_then(|()| d.flush()),
+            Dec::Zstd(d) => d.write_all(data).and_then(|()| d.flush()),
         };
         res.map_err(|e| self.map(e))?;
         Ok(std::mem::take(&mut self.sink().buf))

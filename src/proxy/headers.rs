@@ -65,13 +65,29 @@ pub fn request_headers(
             // Non-ASCII header values cannot be rewritten safely: dropped.
             continue;
         };
-        let rewritten = if name == header::COOKIE {
-            engine.cookies(text)
-        } else {
-            engine.header(n, text)
-        };
-        if let Some(v) = rewritten.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        if name == header::COOKIE {
+            continue; // all Cookie fields at once, below
+        }
+        if let Some(v) = engine
+            .header(n, text)
+            .and_then(|v| HeaderValue::from_str(&v).ok())
+        {
             out.append(name.clone(), v);
+        }
+    }
+    // HTTP/2 clients send each cookie as its own field; joined with "; " they
+    // become the one Cookie header HTTP/1.1 allows (RFC 9113, 8.2.3).
+    let cookies: Vec<&str> = incoming
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if !cookies.is_empty() && !named_by_connection.iter().any(|t| t == "cookie") {
+        if let Some(v) = engine
+            .cookies(&cookies.join("; "))
+            .and_then(|v| HeaderValue::from_str(&v).ok())
+        {
+            out.insert(header::COOKIE, v);
         }
     }
     if engine.rules().header_rule("x-forwarded-for").is_some() {

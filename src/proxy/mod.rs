@@ -193,16 +193,36 @@ async fn proxy(
     }
 
     // --- phase 5: forward ---------------------------------------------------
-    let mut up = Request::new(body);
+    let progress = body::Progress::new();
+    let mut up = Request::new(body::boxed(body::Tracked::new(body, progress.clone())));
     *up.method_mut() = parts.method;
     *up.uri_mut() = uri;
     *up.headers_mut() = headers;
-    let sent = tokio::time::timeout(upstream.response_timeout, route.client.request(up)).await;
+    // The response timeout counts while scrim waits on the upstream, not
+    // while a client is still streaming its body (the body timeout's job).
+    let timeout = upstream.response_timeout;
+    let request = route.client.request(up);
+    tokio::pin!(request);
+    let sent = loop {
+        let wait = progress.deadline(timeout);
+        let wake = wait.unwrap_or_else(|| tokio::time::Instant::now() + timeout);
+        tokio::select! {
+            r = &mut request => break Some(r),
+            _ = tokio::time::sleep_until(wake) => {
+                if progress
+                    .deadline(timeout)
+                    .is_some_and(|d| d <= tokio::time::Instant::now())
+                {
+                    break None;
+                }
+            }
+        }
+    };
     let taken = || failure.lock().ok().and_then(|mut f| f.take());
     let res = match sent {
-        Ok(Ok(res)) => res,
-        Ok(Err(_)) => return Err(taken().unwrap_or(ProxyError::UpstreamUnreachable)),
-        Err(_) => return Err(taken().unwrap_or(ProxyError::UpstreamTimeout)),
+        Some(Ok(res)) => res,
+        Some(Err(_)) => return Err(taken().unwrap_or(ProxyError::UpstreamUnreachable)),
+        None => return Err(taken().unwrap_or(ProxyError::UpstreamTimeout)),
     };
     // The upstream answered, but our streamed body may have failed after it
     // started answering; the client must learn its data was refused.

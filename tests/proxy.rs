@@ -1,0 +1,1566 @@
+//! The proxy end to end over real sockets: scrim started from config text on
+//! 127.0.0.1:0, in front of a recording upstream started in the test, driven
+//! by real clients (HTTP/1.1, h2c, h2 over TLS, raw TCP for slow clients).
+//!
+//! Every test asserts on what the upstream actually received, byte for byte
+//! where the expected output can be computed with the same rules and key.
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode, Version};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use regex::Regex;
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use crate::proxy_support::*;
+use scrim::engine::{Engine, Format};
+
+// --- shared fixtures -------------------------------------------------------------
+
+const AUDIENCE: &str = include_str!("../rules/audience-analytics.toml");
+
+/// `X-Forwarded-For` generalised to /24, unless the shipped file has its own rule.
+const XFF_RULE: &str = r#"
+[[rule]]
+id = "xff"
+header = "x-forwarded-for"
+action = "generalise"
+kind = "ip"
+"#;
+
+/// Header rules the shipped file does not have, so the JSON test can cover
+/// kept and pseudonymised custom headers.
+const EXTRA_HEADER_RULES: &str = r#"
+[[rule]]
+id = "request-id"
+header = "x-request-id"
+action = "keep"
+
+[[rule]]
+id = "trace"
+header = "x-trace"
+action = "keep"
+
+[[rule]]
+id = "user-email-header"
+header = "x-user-email"
+action = "pseudonymise"
+kind = "email"
+"#;
+
+const EMAIL: &str = "Alice.Example@corp.example";
+const NAME: &str = "Alice Example";
+const CLIENT_IP: &str = "203.0.113.77";
+const UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
+                  (KHTML, like Gecko) Chrome/120.0.6099.109 Safari/537.36";
+
+/// Personal or secret values the tests send; none may reach an upstream.
+const SECRETS: &[&str] = &[
+    "alice.example@corp.example",
+    "alice example",
+    "203.0.113.77",
+    "198.51.100.23",
+    "203.0.113.9",
+    "hunter2",
+    "sess-abc123secret",
+    "tok-secret-abc",
+    "170 1234567",
+    "s3cr3t-query",
+    "client-supplied-key",
+    "user-8812",
+    "c2VjcmV0",
+];
+
+fn event_json() -> String {
+    serde_json::json!({
+        "event": "webinar.joined",
+        "timestamp": "2024-05-01T10:23:45Z",
+        "user_id": "user-8812",
+        "email": EMAIL,
+        "name": NAME,
+        "participant": {"role": "attendee", "name": NAME, "phone": "+49 170 1234567"},
+        "context": {
+            "ip": CLIENT_IP,
+            "user_agent": UA,
+            "country": "DE",
+            "page": {"url": "https://app.example/w/42?email=alice.example%40corp.example&utm_source=mail"}
+        },
+        "properties": {"message": "please mail alice.example@corp.example", "duration_s": 1800},
+        "password": "hunter2",
+        "unnamed": {"nested": "value"}
+    })
+    .to_string()
+}
+
+fn audience_engine() -> Engine {
+    engine(AUDIENCE)
+}
+
+fn transform(engine: &Engine, format: Format, input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    engine
+        .transform(format, input, &mut out)
+        .expect("the expected output transforms");
+    out
+}
+
+fn email_token() -> Regex {
+    Regex::new(r"^k1_[0-9a-z]+@pseudonym\.invalid$").unwrap()
+}
+
+/// A config with one listener, `[limits]`, upstream `up` and `routes`.
+fn config(up_url: &str, upstream_extra: &str, limits: &str, routes: &str) -> String {
+    format!(
+        "[[listener]]\naddr = \"127.0.0.1:0\"\n\n[limits]\n{limits}\n\n\
+         [upstream.up]\nurl = \"{up_url}\"\n{upstream_extra}\n\n{routes}\n"
+    )
+}
+
+/// `/collect/` through the shipped audience-analytics rule file.
+fn audience_route() -> String {
+    format!(
+        "[[route]]\npath_prefix = \"/collect/\"\nupstream = \"up\"\nrules = {}\n",
+        toml_path(&manifest_dir().join("rules/audience-analytics.toml"))
+    )
+}
+
+async fn audience_proxy(up: &Upstream, upstream_extra: &str, limits: &str) -> Proxy {
+    Proxy::start(
+        tempdir(),
+        &config(&up.url(), upstream_extra, limits, &audience_route()),
+    )
+    .await
+}
+
+fn as_json(body: &[u8]) -> Value {
+    serde_json::from_slice(body).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}",
+            String::from_utf8_lossy(body).into_owned()
+        )
+    })
+}
+
+// --- HTTP/1.1, headers, query, path ------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_json_request_is_rewritten_end_to_end() {
+    std::env::set_var("SCRIM_E2E_PROXY_TEST_API_KEY_5D1C", "sk-e2e-upstream-key");
+    let up = Upstream::start(ok_responder()).await;
+    let xff = if AUDIENCE.contains("header = \"x-forwarded-for\"") {
+        ""
+    } else {
+        XFF_RULE
+    };
+    let rules = format!("{AUDIENCE}\n{xff}{EXTRA_HEADER_RULES}");
+    let cfg = config(
+        &format!("{}/base/", up.url()),
+        "headers = { \"X-Api-Key\" = \"${SCRIM_E2E_PROXY_TEST_API_KEY_5D1C}\" }",
+        "",
+        &format!(
+            "[[route]]\npath_prefix = \"/collect/\"\nmethods = [\"POST\"]\n\
+             rewrite = \"/v2/ingest/\"\nupstream = \"up\"\ninline_rules = '''\n{rules}\n'''\n"
+        ),
+    );
+    let proxy = Proxy::start(tempdir(), &cfg).await;
+    let expect = engine(&rules);
+
+    let query = "email=Alice.Example%40corp.example&utm_source=newsletter&token=s3cr3t-query";
+    let body = event_json();
+    let cookie = "session=sess-abc123secret; theme=dark; _ga=GA1.2.99999";
+    let req = Request::post(proxy.url(&format!("/collect/events?{query}")))
+        .header("content-type", "application/json")
+        .header("user-agent", UA)
+        .header("cookie", cookie)
+        .header("authorization", "Bearer tok-secret-abc")
+        .header("proxy-authorization", "Basic c2VjcmV0")
+        .header("x-forwarded-for", "198.51.100.23, 203.0.113.9")
+        .header("x-request-id", "req-42")
+        .header("connection", "x-trace")
+        .header("x-trace", "trace-named-by-connection")
+        .header("te", "trailers")
+        .header("x-user-email", EMAIL)
+        .header("x-api-key", "client-supplied-key")
+        .header("x-unlisted", "alice.example@corp.example")
+        .header("accept-language", "de-DE")
+        .body(full(body.clone()))
+        .unwrap();
+    let reply = send(&h1_client(), req).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.text(), r#"{"ok":true}"#);
+
+    let rec = up.only_request().await;
+    assert!(rec.complete);
+    assert_eq!(rec.method, "POST");
+
+    // Path: the prefix rewritten and the upstream's base path in front;
+    // query: through the query rules.
+    let mut expected_query = String::new();
+    expect.query(query, &mut expected_query).unwrap();
+    assert!(
+        expected_query.contains("utm_source=newsletter"),
+        "{expected_query}"
+    );
+    assert!(!expected_query.contains("token"), "{expected_query}");
+    assert_eq!(
+        rec.path_and_query,
+        format!("/base/v2/ingest/events?{expected_query}")
+    );
+
+    // Body: exactly what the engine makes of it, re-framed.
+    let expected_body = transform(&expect, Format::Json, body.as_bytes());
+    assert_eq!(
+        String::from_utf8_lossy(&rec.body),
+        String::from_utf8_lossy(&expected_body)
+    );
+    let v = as_json(&rec.body);
+    let token = v["email"].as_str().expect("email is forwarded as a token");
+    assert!(email_token().is_match(token), "{token}");
+    assert_eq!(v["event"], "webinar.joined");
+    assert_eq!(v["context"]["country"], "DE");
+    assert_eq!(v["participant"]["role"], "attendee");
+    assert!(v.get("password").is_none(), "unnamed field forwarded: {v}");
+    assert!(v.get("unnamed").is_none(), "unnamed field forwarded: {v}");
+    assert!(v["participant"].get("phone").is_none(), "{v}");
+    assert_eq!(
+        rec.header("content-length"),
+        Some(rec.body.len().to_string().as_str()),
+        "Content-Length must be the rewritten body's"
+    );
+    assert_ne!(rec.body.len(), body.len());
+    assert_eq!(rec.header("content-type"), Some("application/json"));
+
+    // Headers.
+    assert_eq!(rec.header("host"), Some(up.addr.to_string().as_str()));
+    let api_keys: Vec<_> = rec.headers.get_all("x-api-key").iter().collect();
+    assert_eq!(api_keys, ["sk-e2e-upstream-key"], "injected header wins");
+    let ua = expect.header("user-agent", UA).unwrap();
+    assert_ne!(ua, UA);
+    assert_eq!(rec.header("user-agent"), Some(ua.as_str()));
+    let cookies = expect.cookies(cookie).unwrap();
+    assert!(cookies.starts_with("session=k1_"), "{cookies}");
+    assert!(!cookies.contains("theme") && !cookies.contains("_ga"));
+    assert_eq!(rec.header("cookie"), Some(cookies.as_str()));
+    let xff: Vec<String> = ["198.51.100.23", "203.0.113.9", "127.0.0.1"]
+        .iter()
+        .map(|ip| expect.header("x-forwarded-for", ip).unwrap())
+        .collect();
+    assert_eq!(rec.header("x-forwarded-for"), Some(xff.join(", ").as_str()));
+    assert_eq!(
+        rec.header("x-forwarded-for"),
+        Some("198.51.100.0, 203.0.113.0, 127.0.0.0")
+    );
+    assert_eq!(rec.header("x-request-id"), Some("req-42"));
+    assert_eq!(
+        rec.header("x-user-email"),
+        Some(token),
+        "a header and a body field with one email and kind get one token"
+    );
+    assert_eq!(rec.header("accept-language"), Some("de-DE"));
+    for gone in [
+        "authorization",
+        "proxy-authorization",
+        "connection",
+        "x-trace",
+        "te",
+        "keep-alive",
+        "x-unlisted",
+    ] {
+        assert!(
+            rec.headers.get(gone).is_none(),
+            "{gone} reached the upstream"
+        );
+    }
+    let allowed = [
+        "host",
+        "content-type",
+        "content-length",
+        "user-agent",
+        "cookie",
+        "x-forwarded-for",
+        "x-request-id",
+        "x-user-email",
+        "x-api-key",
+        "accept-language",
+    ];
+    for name in rec.headers.keys() {
+        assert!(
+            allowed.contains(&name.as_str()),
+            "unexpected header {name} upstream"
+        );
+    }
+
+    assert_no_leak("the upstream request", &rec.everything(), SECRETS);
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_headers_never_pass_even_with_default_keep() {
+    let up = Upstream::start(ok_responder()).await;
+    let rules = rule_file("ops", "ops", "keep", "");
+    let routes = format!("[[route]]\nupstream = \"up\"\ninline_rules = '''\n{rules}\n'''\n");
+    let proxy = Proxy::start(tempdir(), &config(&up.url(), "", "", &routes)).await;
+    let req = Request::get(proxy.url("/anything"))
+        .header("connection", "x-named-hop")
+        .header("x-named-hop", "1")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-authorization", "Basic c2VjcmV0")
+        .header("te", "trailers")
+        .header("x-custom", "passes")
+        .body(empty())
+        .unwrap();
+    let reply = send(&h1_client(), req).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let rec = up.only_request().await;
+    assert_eq!(rec.header("x-custom"), Some("passes"), "default keep works");
+    for hop in [
+        "connection",
+        "x-named-hop",
+        "keep-alive",
+        "proxy-authorization",
+        "te",
+    ] {
+        assert!(rec.headers.get(hop).is_none(), "{hop} reached the upstream");
+    }
+    assert_eq!(rec.path_and_query, "/anything");
+}
+
+// --- h2c and TLS --------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_prior_knowledge_multiplexes_rewritten_requests() {
+    let up = Upstream::start(ok_responder()).await;
+    let proxy = audience_proxy(&up, "", "").await;
+    let client = h2c_client();
+    let a = r#"{"event":"a","email":"alice.example@corp.example","password":"hunter2"}"#;
+    let b = r#"{"event":"b","email":"bob@corp.example","name":"Alice Example"}"#;
+    let (ra, rb) = tokio::join!(
+        send(
+            &client,
+            post(&proxy.url("/collect/a"), "application/json", full(a))
+        ),
+        send(
+            &client,
+            post(&proxy.url("/collect/b"), "application/json", full(b))
+        ),
+    );
+    for r in [&ra, &rb] {
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert_eq!(r.version, Version::HTTP_2);
+    }
+    let expect = audience_engine();
+    let mut reqs = within("both requests upstream", WAIT, async {
+        loop {
+            let r = up.requests();
+            if r.len() == 2 && r.iter().all(|r| r.complete) {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    reqs.sort_by(|x, y| x.path_and_query.cmp(&y.path_and_query));
+    assert_eq!(reqs[0].path_and_query, "/collect/a");
+    assert_eq!(reqs[0].body, transform(&expect, Format::Json, a.as_bytes()));
+    assert_eq!(reqs[1].path_and_query, "/collect/b");
+    assert_eq!(reqs[1].body, transform(&expect, Format::Json, b.as_bytes()));
+    for r in &reqs {
+        assert_no_leak(
+            "h2c upstream",
+            &r.everything(),
+            &[SECRETS, &["bob@"]].concat(),
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_listener_negotiates_h2_by_alpn_and_falls_back_to_http1() {
+    let up = Upstream::start(ok_responder()).await;
+    let cert = test_cert();
+    let dir = tempdir();
+    std::fs::write(dir.path().join("cert.pem"), &cert.cert_pem).unwrap();
+    std::fs::write(dir.path().join("key.pem"), &cert.key_pem).unwrap();
+    // Relative TLS paths resolve next to the config file.
+    let cfg = config(&up.url(), "", "", &audience_route()).replacen(
+        "addr = \"127.0.0.1:0\"",
+        "addr = \"127.0.0.1:0\"\ntls = { cert = \"cert.pem\", key = \"key.pem\" }",
+        1,
+    );
+    let proxy = Proxy::start(dir, &cfg).await;
+    let url = format!("https://127.0.0.1:{}/collect/tls", proxy.addr.port());
+    let body = r#"{"event":"tls","email":"alice.example@corp.example","name":"Alice Example"}"#;
+
+    let reply = send(
+        &https_client(&cert),
+        post(&url, "application/json", full(body)),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.version, Version::HTTP_2, "ALPN must pick h2");
+
+    // A client that offers only http/1.1 gets HTTP/1.1 over TLS.
+    let h1_only = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_client_config(&cert))
+        .https_only()
+        .enable_http1()
+        .build();
+    let h1_client: HttpsClient =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(h1_only);
+    let reply = send(&h1_client, post(&url, "application/json", full(body))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.version, Version::HTTP_11);
+
+    // Plain HTTP on the TLS port is not served.
+    let plain = tokio::time::timeout(
+        WAIT,
+        h1_client_plain_get(&format!("http://127.0.0.1:{}/collect/x", proxy.addr.port())),
+    )
+    .await
+    .expect("a plain request to a TLS port ends");
+    assert!(plain.is_err(), "plain HTTP answered on a TLS listener");
+
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 2);
+    let expected = transform(&audience_engine(), Format::Json, body.as_bytes());
+    for r in &reqs {
+        assert_eq!(r.body, expected);
+        assert_no_leak("TLS upstream", &r.everything(), SECRETS);
+    }
+}
+
+async fn h1_client_plain_get(url: &str) -> Result<StatusCode, hyper_util::client::legacy::Error> {
+    h1_client()
+        .request(Request::get(url).body(empty()).unwrap())
+        .await
+        .map(|r| r.status())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_upstream_is_verified_against_its_ca_file() {
+    let cert = test_cert();
+    let up = Upstream::start_tls(ok_responder(), tls_server_config(&cert)).await;
+    let dir = tempdir();
+    std::fs::write(dir.path().join("upstream-ca.pem"), &cert.cert_pem).unwrap();
+    let cfg = config(
+        &format!("https://127.0.0.1:{}", up.addr.port()),
+        "ca_file = \"upstream-ca.pem\"",
+        "",
+        &audience_route(),
+    );
+    let proxy = Proxy::start(dir, &cfg).await;
+    let body = r#"{"event":"x","email":"alice.example@corp.example"}"#;
+    let reply = send(
+        &h1_client(),
+        post(&proxy.url("/collect/t"), "application/json", full(body)),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let rec = up.only_request().await;
+    assert_eq!(rec.version, Version::HTTP_2, "scrim offers h2 to upstreams");
+    assert_eq!(
+        rec.body,
+        transform(&audience_engine(), Format::Json, body.as_bytes())
+    );
+
+    // Without the CA the same upstream is refused (502), never sent data.
+    let other = Upstream::start_tls(ok_responder(), tls_server_config(&test_cert())).await;
+    let cfg = config(
+        &format!("https://127.0.0.1:{}", other.addr.port()),
+        "",
+        "",
+        &audience_route(),
+    );
+    let proxy = Proxy::start(tempdir(), &cfg).await;
+    let reply = send(
+        &h1_client(),
+        post(&proxy.url("/collect/t"), "application/json", full(body)),
+    )
+    .await;
+    assert_error_reply(&reply, 502, SECRETS);
+    assert!(other.requests().is_empty());
+}
+
+// --- content encodings ----------------------------------------------------------
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+fn gunzip(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(b)
+        .read_to_end(&mut out)
+        .expect("the upstream body is valid gzip");
+    out
+}
+
+fn zstd_enc(b: &[u8]) -> Vec<u8> {
+    zstd::encode_all(b, 3).unwrap()
+}
+
+fn zstd_dec(b: &[u8]) -> Vec<u8> {
+    zstd::decode_all(b).expect("the upstream body is valid zstd")
+}
+
+async fn compressed_body_round_trip(
+    coding: &str,
+    enc: fn(&[u8]) -> Vec<u8>,
+    dec: fn(&[u8]) -> Vec<u8>,
+) {
+    let up = Upstream::start(ok_responder()).await;
+    let proxy = audience_proxy(&up, "", "").await;
+    let body = event_json();
+    let req = Request::post(proxy.url("/collect/z"))
+        .header("content-type", "application/json")
+        .header("content-encoding", coding)
+        .body(full(enc(body.as_bytes())))
+        .unwrap();
+    let reply = send(&h1_client(), req).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let rec = up.only_request().await;
+    assert_eq!(rec.header("content-encoding"), Some(coding));
+    assert_eq!(
+        rec.header("content-length"),
+        Some(rec.body.len().to_string().as_str())
+    );
+    let decoded = dec(&rec.body);
+    assert_eq!(
+        String::from_utf8_lossy(&decoded),
+        String::from_utf8_lossy(&transform(
+            &audience_engine(),
+            Format::Json,
+            body.as_bytes()
+        ))
+    );
+    assert_no_leak(
+        "decoded upstream body",
+        &String::from_utf8_lossy(&decoded),
+        SECRETS,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_request_body_is_rewritten_and_re_gzipped() {
+    compressed_body_round_trip("gzip", gzip, gunzip).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zstd_request_body_is_rewritten_and_re_zstded() {
+    compressed_body_round_trip("zstd", zstd_enc, zstd_dec).await;
+}
+
+// --- streaming ------------------------------------------------------------------
+
+const NDJSON_1: &str =
+    "{\"event\":\"joined\",\"email\":\"alice.example@corp.example\",\"password\":\"hunter2\"}\n";
+const NDJSON_2: &str =
+    "{\"event\":\"left\",\"name\":\"Alice Example\",\"user_id\":\"user-8812\"}\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ndjson_request_streams_line_by_line() {
+    let mut up = Upstream::start(ok_responder()).await;
+    let proxy = audience_proxy(&up, "", "").await;
+    let expect = audience_engine();
+    let (tx, body) = channel_body();
+    let req = post(&proxy.url("/collect/batch"), "application/x-ndjson", body);
+    let client = h1_client();
+    let pending = tokio::spawn(async move { send(&client, req).await });
+
+    tx.send(Ok(Bytes::from_static(NDJSON_1.as_bytes())))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    up.body_until(&mut seen, |b| b.contains(&b'\n')).await;
+    // Line 1 is upstream, rewritten, while line 2 has not been sent yet.
+    assert_eq!(
+        String::from_utf8_lossy(&seen),
+        String::from_utf8_lossy(&transform(&expect, Format::Ndjson, NDJSON_1.as_bytes()))
+    );
+    assert!(!pending.is_finished());
+    assert!(!up.requests()[0].complete);
+
+    tx.send(Ok(Bytes::from_static(NDJSON_2.as_bytes())))
+        .await
+        .unwrap();
+    drop(tx);
+    let reply = within("the streamed request", WAIT, pending).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let rec = up.only_request().await;
+    assert!(rec.complete);
+    let all = format!("{NDJSON_1}{NDJSON_2}");
+    assert_eq!(
+        String::from_utf8_lossy(&rec.body),
+        String::from_utf8_lossy(&transform(&expect, Format::Ndjson, all.as_bytes()))
+    );
+    assert!(
+        rec.headers.get("content-length").is_none(),
+        "streamed: chunked"
+    );
+    assert_no_leak("the streamed upstream body", &rec.everything(), SECRETS);
+}
+
+const SSE_RESPONSE_RULES: &str = r#"
+[[rule]]
+field = "**.email"
+action = "pseudonymise"
+kind = "email"
+
+[[rule]]
+field = "n"
+action = "keep"
+"#;
+
+/// An upstream whose one response is `text/event-stream`, fed by the test.
+fn sse_upstream_responder() -> (mpsc::Sender<Bytes>, Responder) {
+    let (tx, rx) = mpsc::channel::<Bytes>(8);
+    let slot = Arc::new(Mutex::new(Some(rx)));
+    let responder: Responder = Arc::new(move |_| {
+        let rx = slot.lock().unwrap().take();
+        Box::pin(async move {
+            let Some(mut rx) = rx else {
+                return json_response(StatusCode::CONFLICT, r#"{"once":true}"#);
+            };
+            let stream = futures_util::stream::poll_fn(move |cx| {
+                rx.poll_recv(cx)
+                    .map(|o| o.map(|b| Ok::<_, BoxError>(Frame::data(b))))
+            });
+            http::Response::builder()
+                .header("content-type", "text/event-stream")
+                .header("cache-control", "no-cache")
+                .body(StreamBody::new(stream).boxed_unsync())
+                .unwrap()
+        })
+    });
+    (tx, responder)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_response_is_rewritten_event_by_event() {
+    let (events, responder) = sse_upstream_responder();
+    let up = Upstream::start(responder).await;
+    let dir = tempdir();
+    let resp_rules = rule_file("live-feed", "browser", "drop", SSE_RESPONSE_RULES);
+    std::fs::write(dir.path().join("sse-response.toml"), &resp_rules).unwrap();
+    let req_rules = rule_file("live-feed", "upstream", "drop", "");
+    let routes = format!(
+        "[[route]]\npath = \"/events\"\nmethods = [\"GET\"]\nupstream = \"up\"\n\
+         response_rules = \"sse-response.toml\"\ninline_rules = '''\n{req_rules}\n'''\n"
+    );
+    let proxy = Proxy::start(dir, &config(&up.url(), "", "", &routes)).await;
+    let expect = engine(&resp_rules);
+    let data1 = r#"{"email":"alice.example@corp.example","n":1,"secret":"hunter2"}"#;
+    let data3 = r#"{"email":"bob@corp.example","n":3}"#;
+    let event1 = format!(
+        "data: {}\n\n",
+        String::from_utf8(transform(&expect, Format::Json, data1.as_bytes())).unwrap()
+    );
+
+    events
+        .send(Bytes::from(format!("data: {data1}\n\n")))
+        .await
+        .unwrap();
+    let res = within(
+        "the SSE response head",
+        WAIT,
+        h1_client().request(Request::get(proxy.url("/events")).body(empty()).unwrap()),
+    )
+    .await
+    .expect("scrim answers");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        res.headers().get("content-type").unwrap(),
+        "text/event-stream"
+    );
+    assert!(res.headers().get("content-length").is_none());
+    let mut body = res.into_body();
+    let mut got = Vec::new();
+    within("the first rewritten event", WAIT, async {
+        while !got.windows(2).any(|w| w == b"\n\n") {
+            let frame = body.frame().await.expect("the stream is open").unwrap();
+            if let Ok(d) = frame.into_data() {
+                got.extend_from_slice(&d);
+            }
+        }
+    })
+    .await;
+    // The client holds event 1 while the upstream has not produced the rest.
+    assert_eq!(String::from_utf8_lossy(&got), event1);
+    let token = as_json(&got[6..got.len() - 2])["email"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(email_token().is_match(&token), "{token}");
+
+    for ev in [
+        ": keep-alive from alice.example@corp.example\n\n".to_owned(),
+        "event: note\ndata: not json, says alice.example@corp.example\n\n".to_owned(),
+        format!("id: 3\ndata: {data3}\n\n"),
+    ] {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        events.send(Bytes::from(ev)).await.unwrap();
+    }
+    drop(events);
+    let rest = within("the end of the SSE stream", WAIT, body.collect())
+        .await
+        .expect("the stream ends cleanly")
+        .to_bytes();
+    got.extend_from_slice(&rest);
+    let event3 = format!(
+        "id: 3\ndata: {}\n\n",
+        String::from_utf8(transform(&expect, Format::Json, data3.as_bytes())).unwrap()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        format!("{event1}:\n\n{event3}"),
+        "comment text and the non-JSON event are gone"
+    );
+    assert_no_leak(
+        "the SSE stream",
+        &String::from_utf8_lossy(&got),
+        &[SECRETS, &["bob@corp.example", "not json", "event: note"]].concat(),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_response_is_rewritten_with_a_new_length() {
+    let responder: Responder = Arc::new(|_| {
+        Box::pin(async {
+            let mut r = json_response(
+                StatusCode::CREATED,
+                r#"{"email":"alice.example@corp.example","n":7,"internal":"hunter2"}"#,
+            );
+            r.headers_mut()
+                .insert("x-upstream", http::HeaderValue::from_static("yes"));
+            r
+        })
+    });
+    let up = Upstream::start(responder).await;
+    let dir = tempdir();
+    let resp_rules = rule_file("api", "browser", "drop", SSE_RESPONSE_RULES);
+    std::fs::write(dir.path().join("resp.toml"), &resp_rules).unwrap();
+    let routes = format!(
+        "[[route]]\npath = \"/me\"\nupstream = \"up\"\nresponse_rules = \"resp.toml\"\n\
+         inline_rules = '''\n{}\n'''\n",
+        rule_file("api", "upstream", "drop", "")
+    );
+    let proxy = Proxy::start(dir, &config(&up.url(), "", "", &routes)).await;
+    let reply = send(
+        &h1_client(),
+        Request::get(proxy.url("/me")).body(empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    assert_eq!(reply.headers.get("x-upstream").unwrap(), "yes");
+    let v = as_json(&reply.body);
+    assert!(email_token().is_match(v["email"].as_str().unwrap()), "{v}");
+    assert_eq!(v["n"], 7);
+    assert!(v.get("internal").is_none());
+    assert_eq!(
+        reply.headers.get("content-length").unwrap(),
+        &reply.body.len().to_string()
+    );
+}
+
+// --- fail closed ------------------------------------------------------------------
+
+const PERSONAL: &[&str] = &["alice.example@corp.example", "alice example"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_json_is_400_and_not_forwarded() {
+    let up = Upstream::start(ok_responder()).await;
+    let proxy = audience_proxy(&up, "", "").await;
+    let body = r#"{"email":"alice.example@corp.example","name":"Alice Example","x":"#;
+    let reply = send(
+        &h1_client(),
+        post(&proxy.url("/collect/e"), "application/json", full(body)),
+    )
+    .await;
+    assert_error_reply(&reply, 400, PERSONAL);
+    up.assert_untouched();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_content_type_is_415_and_not_forwarded() {
+    let up = Upstream::start(ok_responder()).await;
+    let proxy = audience_proxy(&up, "", "").await;
+    let client = h1_client();
+    let reply = send(
+        &client,
+        post(
+            &proxy.url("/collect/e"),
+            "text/plain",
+            full("alice.example@corp.example"),
+        ),
+    )
+    .await;
+    assert_error_reply(&reply, 415, PERSONAL);
+    // No Content-Type at all is no better.
+    let req = Request::post(proxy.url("/collect/e"))
+        .body(full(r#"{"email":"alice.example@corp.example"}"#))
+        .unwrap();
+    let reply = send(&client, req).await;
+    assert_error_reply(&reply, 415, PERSONAL);
+    up.assert_untouched();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_content_encoding_is_415_and_not_forwarded() {
+    let up = Upstream::start(ok_responder()).await;
+    let proxy = audience_proxy(&up, "", "").await;
+    let req = Request::post(proxy.url("/collect/e"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "compress")
+        .body(full(r#"{"email":"alice.example@corp.example"}"#))
+        .unwrap();
+    let reply = send(&h1_client(), req).await;
+    assert_error_reply(&reply, 415, PERSONAL);
+    up.assert_untouched();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_over_max_body_bytes_is_413_declared_or_chunked() {
+    let up = Upstream::start(ok_responder()).await;
+    let proxy = audience_proxy(&up, "", "max_body_bytes = 1024").await;
+    let big = format!(
+        r#"{{"email":"alice.example@corp.example","pad":"{}"}}"#,
+        "x".repeat(4096)
+    );
+    // Declared length over the limit.
+    let reply = send(
+        &h1_client(),
+        post(
+            &proxy.url("/collect/e"),
+            "application/json",
+            full(big.clone()),
+        ),
+    )
+    .await;
+    assert_error_reply(&reply, 413, PERSONAL);
+    // Chunked, no length: refused while reading.
+    let (tx, body) = channel_body();
+    let client = h1_client();
+    let req = post(&proxy.url("/collect/e"), "application/json", body);
+    let pending = tokio::spawn(async move { send(&client, req).await });
+    for part in big.as_bytes().chunks(800) {
+        if tx.send(Ok(Bytes::copy_from_slice(part))).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let reply = within("the chunked 413", WAIT, pending).await.unwrap();
+    assert_error_reply(&reply, 413, PERSONAL);
+    // `Expect: 100-continue` with a length over the limit: refused before
+    // the client sends a byte of the body.
+    let mut s = raw_connect(proxy.addr).await;
+    s.write_all(
+        b"POST /collect/e HTTP/1.1\r\nHost: scrim\r\nContent-Type: application/json\r\n\
+          Content-Length: 5000\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let r = read_raw_response(&mut s).await;
+    assert_error_body(413, r.status, &r.body, PERSONAL);
+    up.assert_untouched();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compression_bomb_is_413_and_not_forwarded() {
+    let up = Upstream::start(ok_responder()).await;
+    let proxy = audience_proxy(&up, "", "max_decoded_bytes = 1048576").await;
+    // 20 MiB of valid JSON that compresses to almost nothing.
+    let mut doc = Vec::with_capacity(20 << 20);
+    doc.extend_from_slice(br#"{"email":"alice.example@corp.example","z":["#);
+    while doc.len() < 20 << 20 {
+        doc.extend_from_slice(b"0,");
+    }
+    doc.extend_from_slice(b"0]}");
+    for (coding, enc) in [("gzip", gzip as fn(&[u8]) -> Vec<u8>), ("zstd", zstd_enc)] {
+        let bomb = enc(&doc);
+        assert!(
+            bomb.len() < 256 << 10,
+            "{coding} bomb is {} bytes",
+            bomb.len()
+        );
+        let req = Request::post(proxy.url("/collect/e"))
+            .header("content-type", "application/json")
+            .header("content-encoding", coding)
+            .body(full(bomb))
+            .unwrap();
+        let reply = send(&h1_client(), req).await;
+        assert_error_reply(&reply, 413, PERSONAL);
+    }
+    up.assert_untouched();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_client_body_is_408_and_not_forwarded() {
+    let up = Upstream::start(ok_responder()).await;
+    let proxy = audience_proxy(&up, "", "body_timeout_ms = 300").await;
+    let mut s = raw_connect(proxy.addr).await;
+    let start = Instant::now();
+    s.write_all(
+        b"POST /collect/e HTTP/1.1\r\nHost: scrim\r\nContent-Type: application/json\r\n\
+          Content-Length: 200\r\n\r\n{\"email\":\"alice.example@corp",
+    )
+    .await
+    .unwrap();
+    let r = read_raw_response(&mut s).await;
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "answered before the body timeout: {:?}",
+        start.elapsed()
+    );
+    assert_error_body(408, r.status, &r.body, PERSONAL);
+    assert!(
+        r.head.to_ascii_lowercase().contains("application/json"),
+        "{}",
+        r.head
+    );
+    up.assert_untouched();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_client_headers_are_408_and_not_forwarded() {
+    let up = Upstream::start(ok_responder()).await;
+    let proxy = audience_proxy(&up, "", "header_timeout_ms = 300").await;
+    let mut s = raw_connect(proxy.addr).await;
+    let start = Instant::now();
+    s.write_all(
+        b"POST /collect/e HTTP/1.1\r\nHost: scrim\r\nX-User-Email: alice.example@corp.example\r\n",
+    )
+    .await
+    .unwrap();
+    let r = read_raw_response(&mut s).await;
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "answered before the header timeout: {:?}",
+        start.elapsed()
+    );
+    assert_error_body(408, r.status, &r.body, PERSONAL);
+    assert!(
+        r.head.to_ascii_lowercase().contains("application/json"),
+        "{}",
+        r.head
+    );
+    up.assert_untouched();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_route_is_404_and_not_forwarded() {
+    let up = Upstream::start(ok_responder()).await;
+    let proxy = audience_proxy(&up, "", "").await;
+    let client = h1_client();
+    for path in [
+        "/elsewhere?email=alice.example%40corp.example",
+        "/collect",
+        "/collectx/e",
+        "/collect/../admin",
+        "/collect/%2e%2e/admin",
+    ] {
+        let reply = send(
+            &client,
+            post(
+                &proxy.url(path),
+                "application/json",
+                full(r#"{"email":"alice.example@corp.example"}"#),
+            ),
+        )
+        .await;
+        assert_error_reply(&reply, 404, PERSONAL);
+    }
+    up.assert_untouched();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_upstream_is_502() {
+    let (_reserved, dead) = dead_addr();
+    let cfg = config(
+        &format!("http://{dead}"),
+        "connect_timeout_ms = 2000",
+        "",
+        &audience_route(),
+    );
+    let proxy = Proxy::start(tempdir(), &cfg).await;
+    let reply = send(
+        &h1_client(),
+        post(
+            &proxy.url("/collect/e"),
+            "application/json",
+            full(r#"{"email":"alice.example@corp.example"}"#),
+        ),
+    )
+    .await;
+    assert_error_reply(&reply, 502, PERSONAL);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_upstream_is_504() {
+    let responder: Responder = Arc::new(|_| {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            json_response(StatusCode::OK, r#"{"late":true}"#)
+        })
+    });
+    let up = Upstream::start(responder).await;
+    let proxy = audience_proxy(&up, "response_timeout_ms = 300", "").await;
+    let start = Instant::now();
+    let reply = send(
+        &h1_client(),
+        post(
+            &proxy.url("/collect/e"),
+            "application/json",
+            full(r#"{"email":"alice.example@corp.example"}"#),
+        ),
+    )
+    .await;
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_error_reply(&reply, 504, PERSONAL);
+    // The upstream got the request (it is the slow one), rewritten.
+    let rec = up.only_request().await;
+    assert_no_leak("the slow upstream's request", &rec.everything(), PERSONAL);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ndjson_with_a_malformed_second_line_is_400_and_the_line_never_leaves() {
+    let mut up = Upstream::start(ok_responder()).await;
+    let proxy = audience_proxy(&up, "", "").await;
+    let (tx, body) = channel_body();
+    let req = post(&proxy.url("/collect/batch"), "application/x-ndjson", body);
+    let client = h1_client();
+    let pending = tokio::spawn(async move { send(&client, req).await });
+    tx.send(Ok(Bytes::from_static(NDJSON_1.as_bytes())))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    up.body_until(&mut seen, |b| b.contains(&b'\n')).await;
+    let bad = "{\"email\":\"bob.raw@corp.example\",\"name\":\"Bob Raw\" oops}\n";
+    let _ = tx.send(Ok(Bytes::from_static(bad.as_bytes()))).await;
+    let _ = tx
+        .send(Ok(Bytes::from_static(b"{\"event\":\"after\"}\n")))
+        .await;
+    drop(tx);
+    let reply = within("the refused stream", WAIT, pending).await.unwrap();
+    assert_error_reply(&reply, 400, &["bob.raw@corp.example", "bob raw"]);
+    let rec = up.only_request().await;
+    assert!(
+        rec.aborted,
+        "the upstream must see an aborted body, not a complete one"
+    );
+    assert!(!rec.complete);
+    assert_eq!(
+        String::from_utf8_lossy(&rec.body),
+        String::from_utf8_lossy(&transform(
+            &audience_engine(),
+            Format::Ndjson,
+            NDJSON_1.as_bytes()
+        )),
+        "only the rewritten first line"
+    );
+    assert_no_leak(
+        "the aborted upstream request",
+        &rec.everything(),
+        &[SECRETS, &["bob.raw", "bob raw", "oops"]].concat(),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ndjson_stream_that_stalls_past_the_body_timeout_is_408() {
+    let mut up = Upstream::start(ok_responder()).await;
+    let proxy = audience_proxy(&up, "", "body_timeout_ms = 300").await;
+    let (tx, body) = channel_body();
+    let req = post(&proxy.url("/collect/batch"), "application/x-ndjson", body);
+    let client = h1_client();
+    let pending = tokio::spawn(async move { send(&client, req).await });
+    tx.send(Ok(Bytes::from_static(NDJSON_1.as_bytes())))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    up.body_until(&mut seen, |b| b.contains(&b'\n')).await;
+    // Then nothing: the client holds the body open.
+    let reply = within("the stalled stream's answer", WAIT, pending)
+        .await
+        .unwrap();
+    assert_error_reply(&reply, 408, PERSONAL);
+    let rec = up.only_request().await;
+    assert!(
+        rec.aborted && !rec.complete,
+        "a stalled body must not end cleanly upstream"
+    );
+    drop(tx);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_that_cannot_be_rewritten_is_502_and_never_passes_raw() {
+    let responder: Responder = Arc::new(|rec| {
+        Box::pin(async move {
+            let raw = r#"{"email":"alice.example@corp.example","name":"Alice Example""#;
+            match rec.path_and_query.as_str() {
+                "/html" => http::Response::builder()
+                    .header("content-type", "text/html")
+                    .body(full("<p>alice.example@corp.example</p>"))
+                    .unwrap(),
+                "/enc" => http::Response::builder()
+                    .header("content-type", "application/json")
+                    .header("content-encoding", "x-unknown")
+                    .body(full(raw))
+                    .unwrap(),
+                _ => json_response(StatusCode::OK, raw),
+            }
+        })
+    });
+    let up = Upstream::start(responder).await;
+    let dir = tempdir();
+    let resp_rules = rule_file("api", "browser", "drop", SSE_RESPONSE_RULES);
+    std::fs::write(dir.path().join("resp.toml"), &resp_rules).unwrap();
+    let routes = format!(
+        "[[route]]\nupstream = \"up\"\nresponse_rules = \"resp.toml\"\n\
+         inline_rules = '''\n{}\n'''\n",
+        rule_file("api", "upstream", "drop", "")
+    );
+    let proxy = Proxy::start(dir, &config(&up.url(), "", "", &routes)).await;
+    let client = h1_client();
+    for path in ["/malformed", "/html", "/enc"] {
+        let reply = send(
+            &client,
+            Request::get(proxy.url(path)).body(empty()).unwrap(),
+        )
+        .await;
+        assert_error_reply(&reply, 502, PERSONAL);
+    }
+    assert_eq!(up.requests().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_refuses_new_connections_drains_in_flight_and_then_ends_streams() {
+    let (events, sse) = sse_upstream_responder();
+    let responder: Responder = Arc::new(move |rec| {
+        if rec.path_and_query == "/events" {
+            return sse(rec);
+        }
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            json_response(StatusCode::OK, r#"{"ok":true}"#)
+        })
+    });
+    let up = Upstream::start(responder).await;
+    let routes = format!(
+        "{}\n[[route]]\npath = \"/events\"\nupstream = \"up\"\ninline_rules = '''\n{}\n'''\n",
+        audience_route(),
+        rule_file("feed", "upstream", "drop", "")
+    );
+    let drain = Duration::from_millis(3000);
+    let proxy =
+        Proxy::start_with_drain(tempdir(), &config(&up.url(), "", "", &routes), drain).await;
+    let addr = proxy.addr;
+
+    // An open event stream that the upstream never ends.
+    events
+        .send(Bytes::from_static(b"data: {}\n\n"))
+        .await
+        .unwrap();
+    let res = within(
+        "the stream's head",
+        WAIT,
+        h1_client().request(Request::get(proxy.url("/events")).body(empty()).unwrap()),
+    )
+    .await
+    .unwrap();
+    let mut stream = res.into_body();
+    let first = within("the first event", WAIT, stream.frame()).await;
+    assert!(matches!(first, Some(Ok(_))));
+
+    // A request in flight when stop is called.
+    let client = h1_client();
+    let url = proxy.url("/collect/slow");
+    let in_flight = tokio::spawn(async move {
+        send(
+            &client,
+            post(&url, "application/json", full(r#"{"event":"e"}"#)),
+        )
+        .await
+    });
+    within("the slow request upstream", WAIT, async {
+        while !up
+            .requests()
+            .iter()
+            .any(|r| r.path_and_query == "/collect/slow")
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+
+    let started = Instant::now();
+    let stopping = tokio::spawn(proxy.stop());
+    // New connections are refused at once, not parked in the backlog until
+    // the drain ends.
+    within(
+        "the listener to close",
+        Duration::from_millis(2500),
+        async {
+            loop {
+                match tokio::net::TcpStream::connect(addr).await {
+                    Err(_) => return,
+                    Ok(mut s) => {
+                        // Accepted by the kernel: must still be served, or closed.
+                        let _ = s
+                            .write_all(b"GET /collect/x HTTP/1.1\r\nHost: a\r\n\r\n")
+                            .await;
+                        let mut buf = [0u8; 64];
+                        match tokio::time::timeout(
+                            Duration::from_millis(1500),
+                            tokio::io::AsyncReadExt::read(&mut s, &mut buf),
+                        )
+                        .await
+                        {
+                            Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                            Err(_) => panic!("a new connection hangs while scrim drains"),
+                        }
+                    }
+                }
+            }
+        },
+    )
+    .await;
+    // The in-flight request completes.
+    let reply = within("the in-flight request", WAIT, in_flight)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    // Stop returns once the drain time is up (the stream never ends)...
+    within("stop", WAIT, stopping).await.unwrap();
+    assert!(started.elapsed() >= drain - Duration::from_millis(100));
+    // ...and the stream it could not drain is closed, not served on.
+    let end = within(
+        "the undrained stream to close after stop",
+        Duration::from_secs(2),
+        async {
+            loop {
+                match stream.frame().await {
+                    Some(Ok(_)) => continue,
+                    other => return other.map(|r| r.map(|_| ())),
+                }
+            }
+        },
+    )
+    .await;
+    assert!(
+        !matches!(end, Some(Ok(()))),
+        "the stream is still being served"
+    );
+    drop(events);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_cookie_fields_reach_an_http1_upstream_as_one_cookie_header() {
+    let up = Upstream::start(ok_responder()).await;
+    let rules =
+        format!("{AUDIENCE}\n[[rule]]\nid = \"lang\"\ncookie = \"lang\"\naction = \"keep\"\n");
+    let routes = format!(
+        "[[route]]\npath_prefix = \"/collect/\"\nupstream = \"up\"\ninline_rules = '''\n{rules}\n'''\n"
+    );
+    let proxy = Proxy::start(tempdir(), &config(&up.url(), "", "", &routes)).await;
+    // HTTP/2 clients send each cookie as its own field (RFC 9113 8.2.3).
+    let req = Request::get(proxy.url("/collect/c"))
+        .header("cookie", "session=sess-abc123secret")
+        .header("cookie", "theme=dark")
+        .header("cookie", "lang=de")
+        .body(empty())
+        .unwrap();
+    let reply = send(&h2c_client(), req).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let rec = up.only_request().await;
+    assert_eq!(rec.version, Version::HTTP_11);
+    let cookies: Vec<&str> = rec
+        .headers
+        .get_all("cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    let expected = engine(&rules)
+        .cookies("session=sess-abc123secret; theme=dark; lang=de")
+        .unwrap();
+    assert!(expected.ends_with("; lang=de"), "{expected}");
+    assert_eq!(
+        cookies,
+        [expected.as_str()],
+        "HTTP/1.1 allows one Cookie header: the fields must be joined with \"; \""
+    );
+    assert_no_leak("the cookie header", &rec.everything(), SECRETS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_upload_longer_than_the_response_timeout_is_not_a_504() {
+    let up = Upstream::start(ok_responder()).await;
+    let proxy = audience_proxy(&up, "response_timeout_ms = 300", "body_timeout_ms = 2000").await;
+    let (tx, body) = channel_body();
+    let req = post(&proxy.url("/collect/batch"), "application/x-ndjson", body);
+    let client = h1_client();
+    let pending = tokio::spawn(async move { send(&client, req).await });
+    // A client streaming steadily for three times the response timeout: the
+    // upstream cannot answer before the body ends, so it is not late.
+    let mut all = String::new();
+    for i in 0..9 {
+        let line = format!("{{\"event\":\"e{i}\",\"email\":\"alice.example@corp.example\"}}\n");
+        all.push_str(&line);
+        if tx.send(Ok(Bytes::from(line))).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(tx);
+    let reply = within("the streamed upload", WAIT, pending).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let rec = up.only_request().await;
+    assert!(rec.complete);
+    assert_eq!(
+        rec.body,
+        transform(&audience_engine(), Format::Ndjson, all.as_bytes())
+    );
+}
+
+/// A client-side streaming compressor: each `push` is flushed so it can be
+/// decoded at once; `finish` ends the stream.
+enum Compressor {
+    Gzip(flate2::write::GzEncoder<Vec<u8>>),
+    Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
+}
+
+impl Compressor {
+    fn new(coding: &str) -> Self {
+        match coding {
+            "gzip" => Compressor::Gzip(flate2::write::GzEncoder::new(
+                Vec::new(),
+                flate2::Compression::default(),
+            )),
+            _ => Compressor::Zstd(zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap()),
+        }
+    }
+
+    fn push(&mut self, data: &[u8]) -> Bytes {
+        let buf = match self {
+            Compressor::Gzip(e) => {
+                e.write_all(data).unwrap();
+                e.flush().unwrap();
+                e.get_mut()
+            }
+            Compressor::Zstd(e) => {
+                e.write_all(data).unwrap();
+                e.flush().unwrap();
+                e.get_mut()
+            }
+        };
+        Bytes::from(std::mem::take(buf))
+    }
+
+    fn finish(self) -> Bytes {
+        Bytes::from(match self {
+            Compressor::Gzip(e) => e.finish().unwrap(),
+            Compressor::Zstd(e) => e.finish().unwrap(),
+        })
+    }
+}
+
+/// Decodes as much of a (possibly unfinished) compressed stream as it can.
+fn decode_prefix(coding: &str, b: &[u8]) -> Vec<u8> {
+    match coding {
+        "gzip" => {
+            let mut d = flate2::write::GzDecoder::new(Vec::new());
+            let _ = d.write_all(b);
+            let _ = d.flush();
+            d.get_ref().clone()
+        }
+        _ => {
+            let mut d = zstd::stream::write::Decoder::new(Vec::new()).unwrap();
+            let _ = d.write_all(b);
+            let _ = d.flush();
+            d.get_ref().clone()
+        }
+    }
+}
+
+async fn compressed_ndjson_streams(coding: &'static str) {
+    let mut up = Upstream::start(ok_responder()).await;
+    let proxy = audience_proxy(&up, "", "").await;
+    let expect = audience_engine();
+    let (tx, body) = channel_body();
+    let req = Request::post(proxy.url("/collect/batch"))
+        .header("content-type", "application/x-ndjson")
+        .header("content-encoding", coding)
+        .body(body)
+        .unwrap();
+    let client = h1_client();
+    let pending = tokio::spawn(async move { send(&client, req).await });
+
+    let mut enc = Compressor::new(coding);
+    tx.send(Ok(enc.push(NDJSON_1.as_bytes()))).await.unwrap();
+    // What the upstream holds so far decodes to the rewritten line 1: scrim
+    // flushes its encoder per line instead of holding the line back.
+    let mut seen = Vec::new();
+    up.body_until(&mut seen, |b| decode_prefix(coding, b).contains(&b'\n'))
+        .await;
+    assert_eq!(
+        String::from_utf8_lossy(&decode_prefix(coding, &seen)),
+        String::from_utf8_lossy(&transform(&expect, Format::Ndjson, NDJSON_1.as_bytes()))
+    );
+    assert!(!pending.is_finished());
+
+    tx.send(Ok(enc.push(NDJSON_2.as_bytes()))).await.unwrap();
+    tx.send(Ok(enc.finish())).await.unwrap();
+    drop(tx);
+    let reply = within("the compressed stream", WAIT, pending)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let rec = up.only_request().await;
+    assert!(rec.complete);
+    assert_eq!(rec.header("content-encoding"), Some(coding));
+    let full_decode = match coding {
+        "gzip" => gunzip(&rec.body),
+        _ => zstd_dec(&rec.body),
+    };
+    let all = format!("{NDJSON_1}{NDJSON_2}");
+    assert_eq!(
+        String::from_utf8_lossy(&full_decode),
+        String::from_utf8_lossy(&transform(&expect, Format::Ndjson, all.as_bytes()))
+    );
+    assert_no_leak(
+        "the decoded stream",
+        &String::from_utf8_lossy(&full_decode),
+        SECRETS,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_ndjson_request_streams_line_by_line() {
+    compressed_ndjson_streams("gzip").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zstd_ndjson_request_streams_line_by_line() {
+    compressed_ndjson_streams("zstd").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_sse_response_is_rewritten_event_by_event() {
+    let (events, responder) = sse_upstream_responder();
+    let responder: Responder = Arc::new(move |rec| {
+        let fut = responder(rec);
+        Box::pin(async move {
+            let mut res = fut.await;
+            res.headers_mut()
+                .insert("content-encoding", http::HeaderValue::from_static("gzip"));
+            res
+        })
+    });
+    let up = Upstream::start(responder).await;
+    let dir = tempdir();
+    let resp_rules = rule_file("live-feed", "browser", "drop", SSE_RESPONSE_RULES);
+    std::fs::write(dir.path().join("sse-response.toml"), &resp_rules).unwrap();
+    let routes = format!(
+        "[[route]]\npath = \"/events\"\nupstream = \"up\"\nresponse_rules = \"sse-response.toml\"\n\
+         inline_rules = '''\n{}\n'''\n",
+        rule_file("live-feed", "upstream", "drop", "")
+    );
+    let proxy = Proxy::start(dir, &config(&up.url(), "", "", &routes)).await;
+    let expect = engine(&resp_rules);
+    let data1 = r#"{"email":"alice.example@corp.example","n":1}"#;
+    let data2 = r#"{"email":"bob@corp.example","n":2}"#;
+    let rewritten = |d: &str| {
+        format!(
+            "data: {}\n\n",
+            String::from_utf8(transform(&expect, Format::Json, d.as_bytes())).unwrap()
+        )
+    };
+
+    let mut enc = Compressor::new("gzip");
+    events
+        .send(enc.push(format!("data: {data1}\n\n").as_bytes()))
+        .await
+        .unwrap();
+    let res = within(
+        "the SSE response head",
+        WAIT,
+        h1_client().request(Request::get(proxy.url("/events")).body(empty()).unwrap()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers().get("content-encoding").unwrap(), "gzip");
+    let mut body = res.into_body();
+    let mut got = Vec::new();
+    within("the first rewritten event", WAIT, async {
+        while !decode_prefix("gzip", &got).ends_with(b"\n\n") {
+            let frame = body.frame().await.expect("the stream is open").unwrap();
+            if let Ok(d) = frame.into_data() {
+                got.extend_from_slice(&d);
+            }
+        }
+    })
+    .await;
+    // Event 1 arrived, decodable, before the upstream produced event 2.
+    assert_eq!(
+        String::from_utf8_lossy(&decode_prefix("gzip", &got)),
+        rewritten(data1)
+    );
+    events
+        .send(enc.push(format!("data: {data2}\n\n").as_bytes()))
+        .await
+        .unwrap();
+    events.send(enc.finish()).await.unwrap();
+    drop(events);
+    let rest = within("the end of the stream", WAIT, body.collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    got.extend_from_slice(&rest);
+    let all = gunzip(&got);
+    assert_eq!(
+        String::from_utf8_lossy(&all),
+        format!("{}{}", rewritten(data1), rewritten(data2))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_upload_to_an_upstream_that_never_answers_is_504() {
+    let responder: Responder = Arc::new(|_| {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            json_response(StatusCode::OK, r#"{"late":true}"#)
+        })
+    });
+    let up = Upstream::start(responder).await;
+    let proxy = audience_proxy(&up, "response_timeout_ms = 300", "").await;
+    let (tx, body) = channel_body();
+    let req = post(&proxy.url("/collect/batch"), "application/x-ndjson", body);
+    let client = h1_client();
+    let start = Instant::now();
+    let pending = tokio::spawn(async move { send(&client, req).await });
+    tx.send(Ok(Bytes::from_static(NDJSON_1.as_bytes())))
+        .await
+        .unwrap();
+    drop(tx);
+    let reply = within("the 504", WAIT, pending).await.unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_error_reply(&reply, 504, PERSONAL);
+    let rec = up.only_request().await;
+    assert!(rec.complete);
+    assert_no_leak("the slow upstream's request", &rec.everything(), SECRETS);
+}
