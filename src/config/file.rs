@@ -99,7 +99,8 @@ pub struct TlsSpec {
 pub struct LimitsSpec {
     /// Largest request or response body as received (default 10 MiB).
     pub max_body_bytes: Option<u64>,
-    /// Largest body after Content-Encoding is decoded (default 50 MiB).
+    /// Largest body after Content-Encoding is decoded (default 50 MiB); for
+    /// streamed bodies, the most one received chunk may expand to.
     pub max_decoded_bytes: Option<u64>,
     /// Largest request head (default 64 KiB).
     pub max_header_bytes: Option<usize>,
@@ -150,7 +151,8 @@ pub struct UpstreamSpec {
     pub ca_file: Option<PathBuf>,
     /// Default 5000.
     pub connect_timeout_ms: Option<u64>,
-    /// Time until the upstream's response head arrives; default 30000.
+    /// How long scrim waits on the upstream (for it to take the next frame
+    /// of a streamed body, or to answer after the last); default 30000.
     pub response_timeout_ms: Option<u64>,
     /// Headers injected into every request, after the rules ran. `${VAR}` is
     /// replaced from the environment at load, so secrets stay out of the file.

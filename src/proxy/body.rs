@@ -101,7 +101,7 @@ impl<B> StreamingBody<B> {
             inner,
             engine,
             transform: Some(transform),
-            decoder: Some(Decoder::new(coding, decoded_cap)?),
+            decoder: Some(Decoder::streaming(coding, decoded_cap)?),
             encoder: Some(Encoder::new(coding)),
             failure,
             idle,

@@ -93,9 +93,20 @@ enum Dec {
 pub struct Decoder {
     dec: Dec,
     cap: u64,
+    /// Streams bound what one chunk may expand to, not the whole stream:
+    /// memory stays bounded while the stream itself may be unbounded.
+    streaming: bool,
 }
 
 impl Decoder {
+    /// A decoder for a stream: `cap` bounds the output of each chunk.
+    pub fn streaming(coding: Coding, cap: u64) -> Result<Self, ProxyError> {
+        let mut d = Self::new(coding, cap)?;
+        d.streaming = true;
+        Ok(d)
+    }
+
+    /// A decoder for a whole body: `cap` bounds its total decoded size.
     pub fn new(coding: Coding, cap: u64) -> Result<Self, ProxyError> {
         let sink = CappedSink {
             buf: Vec::new(),
@@ -111,7 +122,11 @@ impl Decoder {
                 zstd::stream::write::Decoder::new(sink).map_err(|_| ProxyError::Internal)?,
             ),
         };
-        Ok(Self { dec, cap })
+        Ok(Self {
+            dec,
+            cap,
+            streaming: false,
+        })
     }
 
     fn map(&self, e: io::Error) -> ProxyError {
@@ -134,7 +149,12 @@ impl Decoder {
             Dec::Zstd(d) => d.write_all(data).and_then(|()| d.flush()),
         };
         res.map_err(|e| self.map(e))?;
-        Ok(std::mem::take(&mut self.sink().buf))
+        let streaming = self.streaming;
+        let sink = self.sink();
+        if streaming {
+            sink.total = 0;
+        }
+        Ok(std::mem::take(&mut sink.buf))
     }
 
     /// Ends the stream; a truncated compressed body is an error.

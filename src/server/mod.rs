@@ -85,8 +85,14 @@ pub async fn serve(
         let header_timeout = limits.header_timeout;
         conns.spawn(async move {
             let _permit = permit;
+            // hyper's header timer also runs between keep-alive requests; an
+            // idle connection that served requests is closed quietly, and only
+            // a client that never finished its first request head gets a 408.
+            let served = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let seen = served.clone();
             let hyper_svc = service_fn(move |req| {
                 let svc = svc.clone();
+                seen.store(true, std::sync::atomic::Ordering::Relaxed);
                 async move { svc.handle(req, peer).await }
             });
             match tls {
@@ -117,7 +123,7 @@ pub async fn serve(
                         let timed_out = e
                             .downcast_ref::<hyper::Error>()
                             .is_some_and(hyper::Error::is_timeout);
-                        if timed_out {
+                        if timed_out && !served.load(std::sync::atomic::Ordering::Relaxed) {
                             if let Ok(mut s) = TcpStream::from_std(spare) {
                                 let _ = s.write_all(REQUEST_TIMEOUT).await;
                                 let _ = s.shutdown().await;
