@@ -1564,3 +1564,43 @@ async fn streamed_upload_to_an_upstream_that_never_answers_is_504() {
     assert!(rec.complete);
     assert_no_leak("the slow upstream's request", &rec.everything(), SECRETS);
 }
+
+/// A streamed body may be far larger than `max_decoded_bytes`: the cap bounds
+/// what one chunk expands to (memory), not the stream (regression: the cap
+/// used to count the whole stream, cutting long NDJSON uploads and SSE feeds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_ndjson_larger_than_the_decoded_cap_passes() {
+    let up = Upstream::start(ok_responder()).await;
+    let proxy = audience_proxy(&up, "", "max_decoded_bytes = 65536").await;
+    let expect = audience_engine();
+    let line = "{\"event\":\"feature_used\",\"participant\":{\"email\":\"alice.example@corp.example\"},\"properties\":{\"feature\":\"reactions\"}}\n";
+    let lines = 8_000; // about 1 MiB decoded, 16 times the cap
+    let (tx, body) = channel_body();
+    let mut req = post(&proxy.url("/collect/batch"), "application/x-ndjson", body);
+    req.headers_mut()
+        .insert("content-encoding", http::HeaderValue::from_static("gzip"));
+    let client = h1_client();
+    let pending = tokio::spawn(async move { send(&client, req).await });
+    // One gzip stream, sent in many chunks of about 100 lines each.
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for i in 0..lines {
+        std::io::Write::write_all(&mut enc, line.as_bytes()).unwrap();
+        if i % 100 == 99 {
+            std::io::Write::flush(&mut enc).unwrap();
+            let chunk = std::mem::take(enc.get_mut());
+            tx.send(Ok(Bytes::from(chunk))).await.unwrap();
+        }
+    }
+    let rest = enc.finish().unwrap();
+    tx.send(Ok(Bytes::from(rest))).await.unwrap();
+    drop(tx);
+    let reply = within("the large streamed request", WAIT, pending)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let rec = up.only_request().await;
+    let got = gunzip(&rec.body);
+    let one = transform(&expect, Format::Ndjson, line.as_bytes());
+    assert_eq!(got.len(), one.len() * lines, "every line arrived rewritten");
+    assert!(got.chunks(one.len()).all(|c| c == one.as_slice()));
+}
