@@ -1,2 +1,12 @@
+//! scrim's integration tests: one binary, one module per area.
+//!
+//! `cargo test --all-targets` runs them all; `PROPTEST_CASES` bounds the
+//! property tests (64 cases each unless set).
+
+mod cli; // `scrim transform` and `scrim demo`: exit codes, messages, NDJSON streaming
+mod engine; // the rule engine, table-driven: every action and kind, selectors, headers, errors
+mod props; // property tests: no raw value survives, valid JSON, deterministic, NDJSON chunking
 mod proxy; // end to end over real sockets
 mod proxy_support; // recording upstream, scrim from config text, clients, certs, leak checks
+mod rules; // every shipped rule file checks clean and transforms its fixture; `check` diagnostics
+mod support; // shared helpers: test key, engines from TOML, the scrim binary, leak checks

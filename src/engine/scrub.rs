@@ -26,7 +26,7 @@ static DETECTOR: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(concat!(
         r"(?P<url>\bhttps?://[^\s<>\x22'`]+)",
         r"|(?P<email>[\p{L}\p{N}._%+\-]+@[\p{L}\p{N}\-]+(?:\.[\p{L}\p{N}\-]+)*\.\p{L}{2,})",
-        r"|(?P<ip6>[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]*[0-9A-Fa-f])",
+        r"|(?P<ip6>[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]*[0-9A-Fa-f:])",
         r"|(?P<ip4>\b\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\b)",
         r"|(?P<phone>(?:\+|\b)\(?\d[\d \t().\-]{6,}\d\b)",
     ))
@@ -62,7 +62,13 @@ pub fn scrub<'a>(
     let mut last = 0;
     for caps in DETECTOR.captures_iter(text) {
         let m = caps.get(0).expect("group 0 always matches");
-        let s = m.as_str();
+        let mut s = m.as_str();
+        if caps.name("ip6").is_some() {
+            // An address may end in `::`, and then run into a following
+            // `:` ("2001:db8::: x"): the longest prefix that parses is the IP.
+            s = ip6_prefix(s).unwrap_or(s);
+        }
+        let end = m.start() + s.len();
         let replacement = if caps.name("url").is_some() {
             let (core, tail) = split_trailing_punct(s);
             p.url(core, url).map(|u| format!("{u}{tail}"))
@@ -80,7 +86,7 @@ pub fn scrub<'a>(
             if r != s {
                 out.push_str(&text[last..m.start()]);
                 out.push_str(&r);
-                last = m.end();
+                last = end;
                 found.replaced += 1;
             }
         }
@@ -90,6 +96,15 @@ pub fn scrub<'a>(
     }
     out.push_str(&text[last..]);
     Cow::Owned(out)
+}
+
+fn ip6_prefix(mut s: &str) -> Option<&str> {
+    loop {
+        if s.parse::<std::net::Ipv6Addr>().is_ok() {
+            return Some(s);
+        }
+        s = s.strip_suffix(':')?;
+    }
 }
 
 fn phone(s: &str) -> Option<String> {

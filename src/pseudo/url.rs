@@ -1,7 +1,11 @@
-//! URLs keep their shape: scheme, host and path stay; userinfo goes; query
-//! parameters are kept, tokenised or dropped by name; the fragment goes
-//! unless a rule keeps it.
+//! URLs keep their shape: scheme, host and path stay (a path segment holding
+//! an email becomes an email token); userinfo goes; query parameters are
+//! kept, tokenised or dropped by name; the fragment goes unless a rule keeps
+//! it.
 
+use std::borrow::Cow;
+
+use percent_encoding::percent_decode_str;
 use url::Url;
 
 use super::Pseudonymiser;
@@ -50,6 +54,11 @@ impl Pseudonymiser {
         // Userinfo is credentials or an account name: never forwarded.
         let _ = url.set_username("");
         let _ = url.set_password(None);
+        // The path stays, but an email in it (`/users/jose@example.es`) is
+        // as personal as one in a parameter: it becomes the email token.
+        if let Some(path) = self.path_without_emails(url.path()) {
+            url.set_path(&path);
+        }
         if url.query().is_some() {
             let personal: Vec<&str> = if spec.pseudonymise_params.is_empty() {
                 PERSONAL_PARAMS.to_vec()
@@ -64,10 +73,17 @@ impl Pseudonymiser {
                 .filter_map(|(k, v)| {
                     if personal.iter().any(|p| p.eq_ignore_ascii_case(&k)) {
                         Some((k.into_owned(), self.param_token(&v)))
-                    } else if spec.keep_unnamed_params
-                        || spec.keep_params.iter().any(|p| p.as_str() == k)
-                    {
+                    } else if spec.keep_params.iter().any(|p| p.as_str() == k) {
                         Some((k.into_owned(), v.into_owned()))
+                    } else if spec.keep_unnamed_params {
+                        // Free text keeps parameters it does not know, but
+                        // not an email that one of them carries.
+                        let v = if contains_email(&v) {
+                            self.param_token(&v)
+                        } else {
+                            v.into_owned()
+                        };
+                        Some((k.into_owned(), v))
                     } else {
                         None
                     }
@@ -96,6 +112,28 @@ impl Pseudonymiser {
         }
     }
 
+    /// The path with every segment that holds an email replaced by the
+    /// segment's email token; `None` when no segment holds one.
+    fn path_without_emails(&self, path: &str) -> Option<String> {
+        if !path.contains('@') && !path.contains("%40") {
+            return None;
+        }
+        let mut changed = false;
+        let segments: Vec<Cow<'_, str>> = path
+            .split('/')
+            .map(|seg| {
+                let decoded = percent_decode_str(seg).decode_utf8_lossy();
+                if contains_email(&decoded) {
+                    changed = true;
+                    Cow::Owned(self.email(&decoded, &Default::default()))
+                } else {
+                    Cow::Borrowed(seg)
+                }
+            })
+            .collect();
+        changed.then(|| segments.join("/"))
+    }
+
     /// A parameter value that looks like an email keeps the email shape (and
     /// the email token, so it joins with email fields); anything else
     /// becomes an id token.
@@ -106,4 +144,20 @@ impl Pseudonymiser {
             self.id(v)
         }
     }
+}
+
+/// Does `s` contain `local@domain.tld` anywhere: a non-empty local part and
+/// a dotted domain name around one of its `@`?
+fn contains_email(s: &str) -> bool {
+    let local_char = |c: char| c.is_alphanumeric() || "._%+-".contains(c);
+    let domain_char = |c: char| c.is_alphanumeric() || c == '.' || c == '-';
+    s.match_indices('@').any(|(at, _)| {
+        let local_ok = s[..at].chars().next_back().is_some_and(local_char);
+        let domain: String = s[at + 1..]
+            .chars()
+            .take_while(|&c| domain_char(c))
+            .collect();
+        let labels: Vec<&str> = domain.trim_end_matches(['.', '-']).split('.').collect();
+        local_ok && labels.len() >= 2 && labels.iter().all(|l| !l.is_empty())
+    })
 }
