@@ -3,8 +3,10 @@
 //! `cargo test --all-targets` runs them all; `PROPTEST_CASES` bounds the
 //! property tests (64 cases each unless set).
 
+mod admin; // admin API: tokens and roles on every endpoint, audit log, reveal and look-up round trips
 mod cli; // `scrim transform` and `scrim demo`: exit codes, messages, NDJSON streaming
 mod engine; // the rule engine, table-driven: every action and kind, selectors, headers, errors
+mod keyring; // key ring: rotation under load, two processes on one ring, crash safety, refusals, no leaks, schedules
 mod props; // property tests: no raw value survives, valid JSON, deterministic, NDJSON chunking
 mod proxy; // end to end over real sockets
 mod proxy_support; // recording upstream, scrim from config text, clients, certs, leak checks
