@@ -48,13 +48,16 @@ pub(crate) fn walk(cx: &mut Ctx<'_>, input: &[u8], out: &mut String) -> Result<(
         } else {
             match cx.scalar(rule, keep, states, Scalar::Str(&value)) {
                 Ok(Some(Produced::Text(t))) => {
-                    ser.append_pair(&key, &t);
+                    let t = t.into_owned();
+                    let shown = cx.scrub_key(&key);
+                    ser.append_pair(&shown, &t);
                     if let Some(prev) = cx.bridge.take() {
-                        ser.append_pair(&format!("{key}{}", super::BRIDGE_SUFFIX), &prev);
+                        ser.append_pair(&format!("{shown}{}", super::BRIDGE_SUFFIX), &prev);
                     }
                 }
                 Ok(Some(Produced::Literal(l))) => {
-                    ser.append_pair(&key, &String::from_utf8_lossy(&l));
+                    let l = String::from_utf8_lossy(&l).into_owned();
+                    ser.append_pair(&cx.scrub_key(&key), &l);
                 }
                 Ok(None) => {}
                 Err(r) => return Err(EngineError::at(at, r)),

@@ -15,7 +15,7 @@ use std::ops::Range;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::error::{EngineError, Reason};
-use super::plan::{Action, Automaton, CompiledRules, RuleIdx, State};
+use super::plan::{Action, Automaton, CompiledRules, RuleIdx, State, UrlSpec};
 use super::selector::Step;
 use super::{embedded, generalise, scrub, Limits, Stats};
 use crate::pseudo::Pseudonymiser;
@@ -212,6 +212,22 @@ impl<'e> Ctx<'e> {
             }
         };
         Ok(produced)
+    }
+
+    /// An object key or form field name as it may leave: a key that is
+    /// itself personal (a map keyed by email or IP) is pseudonymised like
+    /// free text. Selectors still match the original key.
+    pub(crate) fn scrub_key<'k>(&mut self, key: &'k str) -> Cow<'k, str> {
+        static KEY_TEXT: UrlSpec = UrlSpec {
+            keep_params: Vec::new(),
+            pseudonymise_params: Vec::new(),
+            keep_fragment: false,
+            keep_unnamed_params: true,
+        };
+        let mut found = scrub::Found::default();
+        let out = scrub::scrub(self.pseudo, &KEY_TEXT, key, &mut found);
+        self.stats.scrubbed += u64::from(found.replaced);
+        out
     }
 
     fn count(&mut self, ok: bool, field: impl FnOnce(&mut Stats) -> &mut u64) {
@@ -421,7 +437,8 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
                 if !empty {
                     cx.out.push(b',');
                 }
-                write_json_str(&mut cx.out, &key);
+                let shown = cx.scrub_key(&key);
+                write_json_str(&mut cx.out, &shown);
                 cx.out.push(b':');
                 let wrote = map.next_value_seed(Node {
                     cx: &mut *cx,
@@ -435,7 +452,7 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
                     empty = false;
                     if let Some(prev) = bridged {
                         cx.out.push(b',');
-                        write_json_str(&mut cx.out, &format!("{key}{}", super::BRIDGE_SUFFIX));
+                        write_json_str(&mut cx.out, &format!("{shown}{}", super::BRIDGE_SUFFIX));
                         cx.out.push(b':');
                         write_json_str(&mut cx.out, &prev);
                     }
