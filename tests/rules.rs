@@ -129,6 +129,7 @@ fn every_fixture_transforms_without_raw_personal_data() {
             "json" => Format::Json,
             "ndjson" => Format::Ndjson,
             "form" => Format::Form,
+            "envelope" => Format::SentryEnvelope,
             other => panic!("unknown fixture extension {other}"),
         };
         let e = engine_for_rule_file(&f);

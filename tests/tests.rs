@@ -12,3 +12,5 @@ mod proxy; // end to end over real sockets
 mod proxy_support; // recording upstream, scrim from config text, clients, certs, leak checks
 mod rules; // every shipped rule file checks clean and transforms its fixture; `check` diagnostics
 mod support; // shared helpers: test key, engines from TOML, the scrim binary, leak checks
+
+mod envelope; // Sentry envelopes and the store endpoint: framing, allow-list per item, errors, through the proxy

@@ -18,7 +18,8 @@ pub struct TransformArgs {
     #[arg(long, short)]
     rules: PathBuf,
     /// Payload format; by default from the input's extension
-    /// (.ndjson/.jsonl: ndjson, .form/.txt: form), else json.
+    /// (.ndjson/.jsonl: ndjson, .form/.txt: form, .envelope:
+    /// sentry-envelope), else json.
     #[arg(long, short, value_enum)]
     format: Option<Format>,
     /// Input file; stdin when absent or `-`.
@@ -76,7 +77,7 @@ pub fn run(a: TransformArgs) -> anyhow::Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!("{input_name}: {e}"))?;
             out.write_all(&produced)?;
         }
-        Format::Json | Format::Form => {
+        Format::Json | Format::Form | Format::SentryEnvelope | Format::SentryEvent => {
             let mut input = Vec::new();
             reader
                 .by_ref()
@@ -94,7 +95,10 @@ pub fn run(a: TransformArgs) -> anyhow::Result<ExitCode> {
                 .transform(format, &input, &mut produced)
                 .map_err(|e| anyhow::anyhow!("{input_name}: {e}"))?;
             out.write_all(&produced)?;
-            out.write_all(b"\n")?;
+            // An envelope already ends with its newline.
+            if !produced.ends_with(b"\n") {
+                out.write_all(b"\n")?;
+            }
         }
     }
     out.flush()?;
@@ -105,6 +109,7 @@ fn guess_format(input: Option<&PathBuf>) -> Format {
     match input.and_then(|p| p.extension()).and_then(|e| e.to_str()) {
         Some("ndjson" | "jsonl") => Format::Ndjson,
         Some("form" | "txt") => Format::Form,
+        Some("envelope") => Format::SentryEnvelope,
         _ => Format::Json,
     }
 }

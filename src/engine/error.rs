@@ -17,6 +17,9 @@ pub struct EngineError {
 pub enum Reason {
     /// The JSON syntax error, as a fixed description from the parser.
     Malformed(String),
+    /// A Sentry envelope whose framing is broken (header line, item header,
+    /// item length); a fixed description.
+    Envelope(&'static str),
     TooDeep {
         limit: usize,
     },
@@ -44,6 +47,7 @@ impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reason::Malformed(m) => write!(f, "malformed JSON: {m}"),
+            Reason::Envelope(m) => write!(f, "malformed envelope: {m}"),
             Reason::TooDeep { limit } => write!(f, "nesting deeper than {limit} levels"),
             Reason::StringTooLong { limit } => write!(f, "a string is longer than {limit} bytes"),
             Reason::LineTooLong { limit } => write!(f, "a line is longer than {limit} bytes"),
@@ -58,6 +62,7 @@ impl Reason {
     pub fn code(&self) -> &'static str {
         match self {
             Reason::Malformed(_) => "malformed",
+            Reason::Envelope(_) => "malformed_envelope",
             Reason::TooDeep { .. } => "too_deep",
             Reason::StringTooLong { .. } => "string_too_long",
             Reason::LineTooLong { .. } => "line_too_long",

@@ -90,6 +90,32 @@ impl<'e> Ctx<'e> {
         }
     }
 
+    /// Walks one JSON document that sits below a path of its container (a
+    /// Sentry envelope item under its type): `states` are the automaton
+    /// states already on the stack for that path, `rule` the rule winning
+    /// there. The caller owns the stack. Returns whether anything was
+    /// written; error offsets are into `input`.
+    pub(crate) fn document_at(
+        &mut self,
+        input: &[u8],
+        states: Range<usize>,
+        rule: Option<RuleIdx>,
+    ) -> Result<bool, EngineError> {
+        let mut de = serde_json::Deserializer::from_slice(input);
+        de.disable_recursion_limit();
+        let keep = self.rules.default_keep;
+        let res = Node {
+            cx: self,
+            states,
+            keep,
+            rule,
+            root: true,
+        }
+        .deserialize(&mut de)
+        .and_then(|wrote| de.end().map(|_| wrote));
+        res.map_err(|e| EngineError::from_json(&e, input, self.fail.take()))
+    }
+
     fn action(&self, rule: Option<RuleIdx>) -> Option<&'e Action> {
         rule.map(|r| &self.rules.rules[r as usize].action)
     }

@@ -16,6 +16,7 @@
 
 pub mod compile;
 pub mod embedded;
+pub mod envelope;
 pub mod error;
 pub mod form;
 pub mod generalise;
@@ -45,6 +46,13 @@ pub enum Format {
     Json,
     Ndjson,
     Form,
+    /// A Sentry envelope (`application/x-sentry-envelope`): selectors start
+    /// with the item type (`event.user.email`), `envelope.` for its header.
+    SentryEnvelope,
+    /// One Sentry event as JSON, as the older store endpoint takes it
+    /// (`/api/{project}/store/`): walked as an envelope's `event` item, so
+    /// one rule file serves both endpoints.
+    SentryEvent,
 }
 
 /// Bounds on input, each a typed error when crossed.
@@ -191,6 +199,8 @@ impl Engine {
     ) -> Result<Stats, EngineError> {
         match format {
             Format::Json => self.json(input, out),
+            Format::SentryEnvelope => self.envelope(input, out),
+            Format::SentryEvent => self.sentry_event(input, out),
             Format::Ndjson => {
                 let mut s = NdjsonStream::new();
                 s.push(self, input, out)?;

@@ -315,6 +315,8 @@ fn body_format(v: Option<&HeaderValue>) -> Result<Format, ProxyError> {
         | "application/x-jsonlines"
         | "application/jsonlines" => Ok(Format::Ndjson),
         "application/x-www-form-urlencoded" => Ok(Format::Form),
+        // What the Sentry SDKs send to /api/{project}/envelope/.
+        "application/x-sentry-envelope" => Ok(Format::SentryEnvelope),
         t if t.starts_with("application/") && t.ends_with("+json") => Ok(Format::Json),
         _ => Err(ProxyError::UnsupportedContentType),
     }

@@ -4,12 +4,15 @@ arrives, and answers the way the vendor does.
 Each request becomes one JSON line in the capture file:
 
     {"method", "path", "headers": [[name, value], ...], "encoding",
-     "raw_len", "body_text", "json" (parsed body or null), "error" (or null)}
+     "raw_len", "body_text", "json" (parsed body or null), "error" (or null),
+     "envelope" (a parsed Sentry envelope or null)}
 
 The body is decoded (gzip, deflate, zstd when available) as the vendor would
 decode it; `body_text` is the decoded text, `json` its parse. A body that does
 not decode or parse is still recorded, with the reason in `error`, and gets a
-400 like a vendor would give it.
+400 like a vendor would give it. A Sentry envelope
+(`Content-Type: application/x-sentry-envelope`) is parsed as Sentry's
+ingestion parses it, strictly: see `parse_envelope`.
 
 Run standalone: `python3 capture.py OUT.jsonl` prints `PORT` on stdout and
 serves on 127.0.0.1 until killed. The test driver imports `start()` instead.
@@ -17,6 +20,7 @@ serves on 127.0.0.1 until killed. The test driver imports `start()` instead.
 
 import gzip
 import json
+import re
 import sys
 import threading
 import zlib
@@ -47,8 +51,67 @@ def decode_body(raw, encoding):
     raise ValueError("unknown content-encoding %r" % encoding)
 
 
+ENVELOPE_TYPE = "application/x-sentry-envelope"
+SENTRY_PATH = re.compile(r"^/api/[^/]+/(envelope|store)/$")
+# Sentry item types whose payload is not JSON.
+SENTRY_OPAQUE = {"attachment", "form_data", "replay_recording", "replay_video", "statsd", "unreal_report"}
+
+
+def parse_envelope(data):
+    """A Sentry envelope: a header line (a JSON object), then items, each an
+    item header line (a JSON object with a string `type`) and a payload of
+    `length` bytes followed by a newline or the end, or without `length` the
+    rest of the line. JSON payloads must parse. Raises ValueError.
+
+    Returns {"header": {...}, "items": [{"headers", "payload" (bytes),
+    "json" (parsed payload, or None for opaque items)}]}."""
+
+    def line(pos):
+        nl = data.find(b"\n", pos)
+        return (data[pos:], len(data)) if nl < 0 else (data[pos:nl], nl + 1)
+
+    raw, pos = line(0)
+    header = json.loads(raw)
+    if not isinstance(header, dict):
+        raise ValueError("the envelope header is not a JSON object")
+    items = []
+    while pos < len(data):
+        raw, pos = line(pos)
+        head = json.loads(raw)
+        if not isinstance(head, dict) or not isinstance(head.get("type"), str):
+            raise ValueError("item %d: the header has no type" % len(items))
+        length = head.get("length")
+        if length is None:
+            payload, pos = line(pos)
+        else:
+            if not isinstance(length, int) or length < 0 or pos + length > len(data):
+                raise ValueError("item %d: length %r runs past the end" % (len(items), length))
+            payload, pos = data[pos : pos + length], pos + length
+            if pos < len(data):
+                if data[pos : pos + 1] != b"\n":
+                    raise ValueError("item %d: payload longer than its length" % len(items))
+                pos += 1
+        content_type = (head.get("content_type") or "application/json").split(";")[0].strip()
+        opaque = head["type"] in SENTRY_OPAQUE or not content_type.endswith("json")
+        items.append(
+            {
+                "headers": head,
+                "payload": payload,
+                "json": None if opaque else json.loads(payload.decode("utf-8")),
+            }
+        )
+    return {"header": header, "items": items}
+
+
+
 def vendor_response(path, body):
     """What the vendor answers on success, by endpoint."""
+    if SENTRY_PATH.match(path):
+        # Sentry: the id of the event received, if there was one.
+        if path.endswith("/store/"):
+            return {"id": body.get("event_id") if isinstance(body, dict) else None}
+        event_id = body["header"].get("event_id") if isinstance(body, dict) else None
+        return {"id": event_id} if event_id else {}
     if path.startswith("/i/v1/"):
         # PostHog capture v1: a result per event uuid.
         events = body.get("batch", []) if isinstance(body, dict) else []
@@ -120,21 +183,32 @@ def make_handler(capture):
                 "body_text": None,
                 "json": None,
                 "error": None,
+                "envelope": None,
             }
+            ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
             status = 200
             try:
                 raw = self._read_body()
                 entry["raw_len"] = len(raw)
                 body = decode_body(raw, entry["encoding"])
-                entry["body_text"] = body.decode("utf-8")
-                if body:
-                    entry["json"] = json.loads(entry["body_text"])
+                if ctype == ENVELOPE_TYPE:
+                    # Attachments may be binary: the text is for leak checks.
+                    entry["body_text"] = body.decode("utf-8", "replace")
+                    envelope = parse_envelope(body)
+                    for item in envelope["items"]:
+                        item["payload"] = item["payload"].decode("utf-8", "replace")
+                    entry["envelope"] = envelope
+                else:
+                    entry["body_text"] = body.decode("utf-8")
+                    if body:
+                        entry["json"] = json.loads(entry["body_text"])
             except Exception as e:  # recorded, answered like a vendor would
                 entry["error"] = "%s: %s" % (type(e).__name__, e)
                 status = 400
             capture.record(entry)
             if status == 200:
-                payload = vendor_response(self.path.split("?", 1)[0], entry["json"])
+                parsed = entry["json"] if entry["envelope"] is None else entry["envelope"]
+                payload = vendor_response(self.path.split("?", 1)[0], parsed)
             else:
                 payload = {"type": "validation_error", "detail": entry["error"]}
             data = json.dumps(payload).encode()

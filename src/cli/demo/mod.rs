@@ -201,9 +201,10 @@ async fn run_async(a: DemoArgs) -> anyhow::Result<ExitCode> {
             s.body.clone().into_bytes()
         };
         let ctype = match s.format {
-            Format::Json => "application/json",
+            Format::Json | Format::SentryEvent => "application/json",
             Format::Ndjson => "application/x-ndjson",
             Format::Form => "application/x-www-form-urlencoded",
+            Format::SentryEnvelope => "application/x-sentry-envelope",
         };
         let mut req = Request::post(format!("http://{scrim}{}collect", route_of(s.rules)))
             .header(header::CONTENT_TYPE, ctype)
