@@ -14,3 +14,4 @@ mod rules; // every shipped rule file checks clean and transforms its fixture; `
 mod support; // shared helpers: test key, engines from TOML, the scrim binary, leak checks
 
 mod envelope; // Sentry envelopes and the store endpoint: framing, allow-list per item, errors, through the proxy
+mod processors; // product-analytics processors (Segment, PostHog, Mixpanel, Amplitude, Snowplow): documented payloads, deep leak checks, body_format

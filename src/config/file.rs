@@ -181,4 +181,9 @@ pub struct RouteSpec {
     pub inline_rules: Option<Spanned<String>>,
     /// Rule file for the response; without it the response streams back as is.
     pub response_rules: Option<Spanned<PathBuf>>,
+    /// The real format of request bodies on this route, read instead of
+    /// their Content-Type: `"json"`, `"ndjson"` or `"form"`. For clients that
+    /// must send JSON as `text/plain` (`navigator.sendBeacon`, CORS-simple
+    /// requests). A body that does not parse as declared is refused (400).
+    pub body_format: Option<Spanned<String>>,
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 
 use crate::engine::compile::line_col;
-use crate::engine::{compile_file, compile_str, CompiledRules, Limits};
+use crate::engine::{compile_file, compile_str, CompiledRules, Format, Limits};
 use file::FileConfig;
 
 /// A validated configuration.
@@ -121,6 +121,9 @@ pub struct RouteConfig {
     pub rewrite: Option<String>,
     pub rules: Arc<CompiledRules>,
     pub response_rules: Option<Arc<CompiledRules>>,
+    /// Request bodies are read in this format whatever their Content-Type
+    /// says (`body_format`); `None`: the Content-Type decides.
+    pub body_format: Option<Format>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -601,6 +604,22 @@ impl Cx<'_> {
             Some(f) => Some(self.rules_file(f)?),
             None => None,
         };
+        let body_format = match &spec.body_format {
+            None => None,
+            Some(f) => match f.get_ref().as_str() {
+                "json" => Some(Format::Json),
+                "ndjson" => Some(Format::Ndjson),
+                "form" => Some(Format::Form),
+                other => {
+                    self.error(
+                        f.span(),
+                        &format!("`{other}` is not a body format"),
+                        Some("use \"json\", \"ndjson\" or \"form\" (or leave body_format out: the Content-Type decides)"),
+                    );
+                    return None;
+                }
+            },
+        };
         Some(RouteConfig {
             index,
             host: spec.host.as_ref().map(|h| h.to_ascii_lowercase()),
@@ -610,6 +629,7 @@ impl Cx<'_> {
             rewrite: spec.rewrite.clone(),
             rules,
             response_rules,
+            body_format,
         })
     }
 

@@ -199,6 +199,11 @@ pub enum Encoding {
     Base64Json,
     /// URL-safe base64 of JSON, as the Snowplow tracker sends `ue_px` and `cx`.
     Base64urlJson,
+    /// JSON text or base64 of JSON, whichever the string holds, as Mixpanel
+    /// clients send their `data` parameter: text starting with `{` or `[` is
+    /// JSON; anything else is base64 (standard or URL-safe alphabet, padding
+    /// optional). Re-encoded the way it came.
+    JsonOrBase64,
 }
 
 impl std::str::FromStr for Kind {

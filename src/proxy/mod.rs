@@ -5,8 +5,9 @@
 //! 2. **query**: the query string through the route's `query` rules.
 //! 3. **headers**: the header allow-list (`headers.rs`), then the upstream's
 //!    injected headers.
-//! 4. **body**: the content type picks the format (unknown: 415); the
-//!    content encoding is decoded under a cap (unknown: 415, bomb: 413).
+//! 4. **body**: the route's `body_format`, else the content type, picks
+//!    the format (unknown: 415); the content encoding is decoded under a
+//!    cap (unknown: 415, bomb: 413).
 //!    JSON and forms are buffered (413 past the limit, 408 past the body
 //!    timeout), transformed and re-encoded with a new `Content-Length`;
 //!    NDJSON streams line by line.
@@ -150,7 +151,11 @@ async fn proxy(
     let body: BoxBody = if !has_body {
         Empty::new().map_err(|never| match never {}).boxed_unsync()
     } else {
-        let format = body_format(parts.headers.get(header::CONTENT_TYPE))?;
+        // A route may declare the real format (sendBeacon posts JSON as text/plain).
+        let format = match route.cfg.body_format {
+            Some(declared) => declared,
+            None => body_format(parts.headers.get(header::CONTENT_TYPE))?,
+        };
         if let Some(v) = coding.header_value() {
             headers.insert(header::CONTENT_ENCODING, v);
         }

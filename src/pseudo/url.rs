@@ -40,10 +40,17 @@ pub const PERSONAL_PARAMS: &[&str] = &[
 /// Base used to parse relative URLs (`/page?email=...`); stripped again.
 const RELATIVE_BASE: &str = "http://relative.invalid";
 
+/// Values analytics SDKs put where a URL would be (PostHog's and Mixpanel's
+/// `$referrer` when there was none): passed as they are, not read as a path.
+const SENTINELS: &[&str] = &["$direct"];
+
 impl Pseudonymiser {
     /// Rewrites a URL. `None` if it does not parse.
     pub fn url(&self, raw: &str, spec: &UrlSpec) -> Option<String> {
         let trimmed = raw.trim();
+        if SENTINELS.contains(&trimmed) {
+            return Some(trimmed.to_owned());
+        }
         let (mut url, relative) = match Url::parse(trimmed) {
             Ok(u) => (u, false),
             Err(url::ParseError::RelativeUrlWithoutBase) => {

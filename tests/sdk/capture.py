@@ -5,14 +5,17 @@ Each request becomes one JSON line in the capture file:
 
     {"method", "path", "headers": [[name, value], ...], "encoding",
      "raw_len", "body_text", "json" (parsed body or null), "error" (or null),
-     "envelope" (a parsed Sentry envelope or null)}
+     "envelope" (a parsed Sentry envelope or null),
+     "form" (the [name, value] pairs of a form body, or null)}
 
 The body is decoded (gzip, deflate, zstd when available) as the vendor would
 decode it; `body_text` is the decoded text, `json` its parse. A body that does
 not decode or parse is still recorded, with the reason in `error`, and gets a
 400 like a vendor would give it. A Sentry envelope
 (`Content-Type: application/x-sentry-envelope`) is parsed as Sentry's
-ingestion parses it, strictly: see `parse_envelope`.
+ingestion parses it, strictly: see `parse_envelope`. A form body
+(`application/x-www-form-urlencoded`) is parsed as Mixpanel parses it: its
+`data` field, JSON text or base64 of JSON, is the `json` of the entry.
 
 Run standalone: `python3 capture.py OUT.jsonl` prints `PORT` on stdout and
 serves on 127.0.0.1 until killed. The test driver imports `start()` instead.
@@ -20,8 +23,11 @@ serves on 127.0.0.1 until killed. The test driver imports `start()` instead.
 
 import gzip
 import json
+import base64
+import binascii
 import re
 import sys
+import urllib.parse
 import threading
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -103,6 +109,29 @@ def parse_envelope(data):
     return {"header": header, "items": items}
 
 
+FORM_TYPE = "application/x-www-form-urlencoded"
+MIXPANEL_PATHS = {"/track", "/engage", "/groups", "/import"}
+
+
+def parse_form(text):
+    """The pairs of a form body, strictly: raises ValueError on a malformed one."""
+    return [list(p) for p in urllib.parse.parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text))]
+
+
+def mixpanel_data(value):
+    """Mixpanel's `data` parameter: JSON text, or base64 of JSON (padding
+    optional). Returns the parse; raises ValueError."""
+    text = value.strip()
+    if not text.startswith(("{", "[")):
+        try:
+            text = base64.b64decode(text + "=" * (-len(text) % 4), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError) as e:
+            raise ValueError("data is neither JSON nor base64: %s" % e) from e
+    data = json.loads(text)
+    if not isinstance(data, (dict, list)):
+        raise ValueError("data is not a JSON object or array")
+    return data
+
 
 def vendor_response(path, body):
     """What the vendor answers on success, by endpoint."""
@@ -125,6 +154,13 @@ def vendor_response(path, body):
     if path.startswith("/v1/"):
         # Segment tracking API.
         return {"success": True}
+    if path in MIXPANEL_PATHS:
+        # Mixpanel ingestion with verbose=1.
+        return {"status": 1, "error": None}
+    if path == "/2/httpapi":
+        # Amplitude HTTP V2.
+        events = body.get("events", []) if isinstance(body, dict) else []
+        return {"code": 200, "events_ingested": len(events), "payload_size_bytes": 0, "server_upload_time": 0}
     # PostHog /batch/, /capture/, /i/v0/e/.
     return {"status": 1}
 
@@ -184,6 +220,7 @@ def make_handler(capture):
                 "json": None,
                 "error": None,
                 "envelope": None,
+                "form": None,
             }
             ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
             status = 200
@@ -198,6 +235,12 @@ def make_handler(capture):
                     for item in envelope["items"]:
                         item["payload"] = item["payload"].decode("utf-8", "replace")
                     entry["envelope"] = envelope
+                elif ctype == FORM_TYPE:
+                    entry["body_text"] = body.decode("utf-8")
+                    entry["form"] = parse_form(entry["body_text"])
+                    data = [v for k, v in entry["form"] if k == "data"]
+                    if data:
+                        entry["json"] = mixpanel_data(data[0])
                 else:
                     entry["body_text"] = body.decode("utf-8")
                     if body:

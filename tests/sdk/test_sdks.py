@@ -25,18 +25,35 @@ import threading
 import time
 import unicodedata
 from pathlib import Path
-from urllib.parse import quote, quote_plus
+from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
 
 import pytest
 
 # The SDKs are imported unconditionally: a missing package is a failure, never a skip.
+import requests
+from amplitude import Amplitude, BaseEvent, EventOptions, Identify
+from amplitude import Config as AmplitudeConfig
+from amplitude.constants import SDK_VERSION as AMPLITUDE_VERSION
+from mixpanel import BufferedConsumer, Consumer, Mixpanel
+from mixpanel import __version__ as MIXPANEL_VERSION
 from posthog import Posthog
 from posthog.version import VERSION as POSTHOG_VERSION
 from segment.analytics.client import Client as SegmentClient
 from segment.analytics.version import VERSION as SEGMENT_VERSION
+from snowplow_tracker import (
+    Emitter,
+    PageView,
+    SelfDescribing,
+    SelfDescribingJson,
+    StructuredEvent,
+    Subject,
+    Tracker,
+)
+from snowplow_tracker._version import __version__ as SNOWPLOW_VERSION
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+RULES = REPO / "rules"
 sys.path.insert(0, str(HERE))
 import capture  # noqa: E402
 
@@ -48,7 +65,9 @@ EMAIL = "soren@example.dk"
 IP = "203.0.113.77"
 CHAT = "Hi! Could you send the slides to soren@example.dk after the webinar?"
 PAGE_URL = "https://webinar.example.com/w/42?email=soren%40example.dk&utm_source=newsletter"
+REFERRER = "https://mail.example.com/inbox?name=S%C3%B8ren+%C3%98deg%C3%A5rd&utm_medium=email"
 ANON_ID = "anon-3f2a9c"
+UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
 
 # Values that must not reach the upstream in any spelling.
 RAW_VALUES = [NAME, "Ødegård", EMAIL, "example.dk", IP]
@@ -63,6 +82,12 @@ POSTHOG_V1_CLIENT_KEY = "phc_client_side_placeholder_v1"
 POSTHOG_PROJECT_KEY = "phc_injected_by_scrim_" + secrets.token_hex(8)
 SEGMENT_CLIENT_KEY = "segment_client_side_placeholder"
 SEGMENT_WRITE_KEY = "seg_injected_by_scrim_" + secrets.token_hex(8)
+MIXPANEL_TOKEN = "mp_project_token_placeholder"  # the project token, required in the message
+MIXPANEL_CLIENT_KEY = "mp_client_api_key_placeholder"
+MIXPANEL_CLIENT_SECRET = "mp_client_secret_placeholder"
+MIXPANEL_IMPORT_BASIC = base64.b64encode(("sa_injected_by_scrim:" + secrets.token_hex(8)).encode()).decode()
+AMPLITUDE_KEY = "amp_project_key_placeholder"  # the project key, required in the body
+SNOWPLOW_CONSENT = "consent_analytics=granted"  # the cookie rules/snowplow.toml reads
 
 START_TIMEOUT = 30  # s for scrim to listen
 FLUSH_TIMEOUT = 30  # s for an SDK to flush and shut down
@@ -134,13 +159,60 @@ def spellings(value):
     return {s.lower() for s in out}
 
 
+BASE64ISH = re.compile(r"^[A-Za-z0-9+/_-]{8,}={0,2}$")
+
+
+def unwrap(text, depth=0):
+    """`text` and what hides inside it, recursively: URL query and form
+    values, JSON strings and keys, base64 and base64url of UTF-8 text."""
+    yield text
+    if depth > 6 or not text:
+        return
+    inner = []
+    if "=" in text:
+        query = urlsplit(text).query if "?" in text else text
+        inner += [x for kv in parse_qsl(query, keep_blank_values=True) for x in kv]
+    try:
+        inner += list(json_strings(json.loads(text)))
+    except ValueError:
+        pass
+    t = text.strip()
+    if BASE64ISH.match(t):
+        for decode in (base64.b64decode, base64.urlsafe_b64decode):
+            try:
+                inner.append(decode(t + "=" * (-len(t) % 4)).decode("utf-8"))
+            except ValueError:
+                pass
+    for i in inner:
+        if i != text:
+            yield from unwrap(i, depth + 1)
+
+
+def json_strings(v):
+    if isinstance(v, str):
+        yield v
+    elif isinstance(v, list):
+        for x in v:
+            yield from json_strings(x)
+    elif isinstance(v, dict):
+        for k, x in v.items():
+            yield k
+            yield from json_strings(x)
+
+
 def haystacks(entry):
-    """Every place a value could hide in one captured request."""
-    yield "path", entry["path"]
+    """Every place a value could hide in one captured request, and inside
+    each: queries, form fields, JSON strings, base64."""
+    for view in unwrap(entry["path"]):
+        yield "path", view
     for name, value in entry["headers"]:
         yield "header " + name, "%s: %s" % (name, value)
+        for word in value.split():  # `Basic <base64>`, `Bearer <token>`
+            for view in unwrap(word):
+                yield "header " + name, view
     if entry["body_text"] is not None:
-        yield "body", entry["body_text"]
+        for view in unwrap(entry["body_text"]):
+            yield "body", view
     if entry["json"] is not None:
         yield "json", json.dumps(entry["json"], ensure_ascii=False)
         yield "json(ascii)", json.dumps(entry["json"], ensure_ascii=True)
@@ -233,6 +305,16 @@ def stack(tmp_path_factory):
     port = free_port()
     upstream = "http://127.0.0.1:%d" % upstream_port
     timeouts = "connect_timeout_ms = 2000\nresponse_timeout_ms = 10000\n"
+    mixpanel_routes = "".join(
+        f"""
+[[route]]
+path = "{path}"
+methods = ["GET", "POST"]
+upstream = "mixpanel"
+rules = {toml_str(RULES / "mixpanel.toml")}
+"""
+        for path in ("/track", "/engage", "/groups")
+    )
     config = f"""
 [[listener]]
 addr = "127.0.0.1:{port}"
@@ -248,23 +330,69 @@ url = "{upstream}"
 url = "{upstream}"
 {timeouts}headers = {{ "Authorization" = "Basic ${{SDK_TEST_SEGMENT_BASIC}}" }}
 
+[upstream.mixpanel]
+url = "{upstream}"
+{timeouts}
+[upstream.mixpanel_import]
+url = "{upstream}"
+{timeouts}headers = {{ "Authorization" = "Basic ${{SDK_TEST_MIXPANEL_IMPORT_BASIC}}" }}
+
+[upstream.amplitude]
+url = "{upstream}"
+{timeouts}
+[upstream.snowplow]
+url = "{upstream}"
+{timeouts}
+
 [[route]]
 path = "/batch/"
 methods = ["POST"]
 upstream = "posthog"
-rules = {toml_str(HERE / "posthog.toml")}
+rules = {toml_str(RULES / "posthog.toml")}
 
 [[route]]
 path = "/i/v1/analytics/events"
 methods = ["POST"]
 upstream = "posthog_v1"
-rules = {toml_str(HERE / "posthog.toml")}
+rules = {toml_str(RULES / "posthog.toml")}
 
 [[route]]
 path = "/v1/batch"
 methods = ["POST"]
 upstream = "segment"
-rules = {toml_str(HERE / "segment.toml")}
+rules = {toml_str(RULES / "segment.toml")}
+
+# analytics.js's single-message endpoint, posted by sendBeacon as text/plain
+[[route]]
+path = "/v1/t"
+methods = ["POST"]
+upstream = "segment"
+rules = {toml_str(RULES / "segment.toml")}
+body_format = "json"
+
+[[route]]
+path = "/import"
+methods = ["POST"]
+upstream = "mixpanel_import"
+rules = {toml_str(RULES / "mixpanel.toml")}
+{mixpanel_routes}
+[[route]]
+path = "/2/httpapi"
+methods = ["POST"]
+upstream = "amplitude"
+rules = {toml_str(RULES / "amplitude.toml")}
+
+[[route]]
+path = "/i"
+methods = ["GET"]
+upstream = "snowplow"
+rules = {toml_str(RULES / "snowplow.toml")}
+
+[[route]]
+path = "/com.snowplowanalytics.snowplow/tp2"
+methods = ["POST"]
+upstream = "snowplow"
+rules = {toml_str(RULES / "snowplow.toml")}
 """
     config_path = tmp / "scrim.toml"
     config_path.write_text(config)
@@ -274,6 +402,7 @@ rules = {toml_str(HERE / "segment.toml")}
         SCRIM_KEY_VERSION="1",
         SDK_TEST_POSTHOG_PROJECT_KEY=POSTHOG_PROJECT_KEY,
         SDK_TEST_SEGMENT_BASIC=base64.b64encode((SEGMENT_WRITE_KEY + ":").encode()).decode(),
+        SDK_TEST_MIXPANEL_IMPORT_BASIC=MIXPANEL_IMPORT_BASIC,
         RUST_LOG=env.get("RUST_LOG", "info"),
     )
     log = open(log_path, "wb")
@@ -569,6 +698,339 @@ def test_segment_batch(stack, gzip):
     assert_no_raw_values(entries, extra=[SEGMENT_CLIENT_KEY])
 
 
+# --- Segment from a browser: sendBeacon ------------------------------------------
+def test_segment_beacon_text_plain(stack):
+    """analytics.js hands a message to navigator.sendBeacon, which posts it as
+    text/plain; the route's `body_format = "json"` reads it as the JSON it is.
+    The vendor gets the content type it was sent and JSON it can parse."""
+    mark = stack.mark()
+    message = {
+        "type": "track",
+        "event": "Webinar Left",
+        "messageId": "ajs-next-" + secrets.token_hex(8),
+        "userId": EMAIL,
+        "anonymousId": ANON_ID,
+        "writeKey": SEGMENT_CLIENT_KEY,
+        "timestamp": "2026-11-29T14:37:12.123Z",
+        "properties": {"webinar_id": "w-42", "email": EMAIL, "name": NAME},
+        "context": {"ip": IP, "userAgent": UA, "page": {"url": PAGE_URL, "referrer": REFERRER, "title": NAME}},
+    }
+    res = requests.post(
+        stack.base_url + "/v1/t",
+        data=json.dumps(message, ensure_ascii=False).encode(),
+        headers={"Content-Type": "text/plain;charset=UTF-8"},
+        timeout=HTTP_TIMEOUT,
+    )
+    assert res.status_code == 200, res.text
+    assert res.json() == {"success": True}
+    (entry,) = stack.since(mark)
+    assert entry["error"] is None and isinstance(entry["json"], dict)
+    assert header(entry, "content-type") == "text/plain;charset=UTF-8"
+    body = entry["json"]
+    assert TOKEN.fullmatch(body["userId"]) and body["messageId"] == message["messageId"]
+    assert "writeKey" not in body and HOUR.match(body["timestamp"])
+    assert body["context"]["ip"] == "203.0.113.0" and body["context"]["userAgent"] == "Chrome/120"
+    page = body["context"]["page"]
+    assert "title" not in page and "utm_source=newsletter" in page["url"], page
+    assert EMAIL_TOKEN.match(body["properties"]["email"])
+    assert_no_raw_values([entry], extra=[SEGMENT_CLIENT_KEY])
+
+
+# --- Mixpanel -------------------------------------------------------------------
+def test_mixpanel_track_engage_groups_import(stack):
+    """mixpanel: form-encoded `data` JSON to /track, /engage and /groups (one
+    request per call), a BufferedConsumer batch (`data` an array), and /import
+    with the deprecated key and secret, which scrim drops; the upstream's
+    `headers` inject the service-account credentials instead. Then a
+    mixpanel-js style GET /track?data=<base64>."""
+    mark = stack.mark()
+    base = stack.base_url
+    urls = dict(
+        events_url=base + "/track",
+        people_url=base + "/engage",
+        groups_url=base + "/groups",
+        import_url=base + "/import",
+        request_timeout=HTTP_TIMEOUT,
+        retry_limit=0,
+    )
+    with LogRecorder("mixpanel") as logs:
+        logs.listen()
+        # Every call raises MixpanelException unless the answer is {"status": 1}.
+        mp = Mixpanel(MIXPANEL_TOKEN, consumer=Consumer(**urls))
+        mp.track(
+            EMAIL,
+            "Webinar Joined",
+            {
+                "webinar_id": "w-42",
+                "ip": IP,
+                "$current_url": PAGE_URL,
+                "$referrer": REFERRER,
+                "email": EMAIL,
+                "name": NAME,
+            },
+        )
+        mp.track(EMAIL, "Chat Question Asked", {"webinar_id": "w-42", "message": CHAT})
+        mp.people_set(EMAIL, {"$email": EMAIL, "$name": NAME, "plan": "pro"}, meta={"$ip": IP})
+        mp.people_set_once(EMAIL, {"first_webinar": "w-42"})
+        mp.group_set("company", "acme", {"plan": "enterprise"})
+        mp.import_data(
+            MIXPANEL_CLIENT_KEY,
+            EMAIL,
+            "Webinar Held",
+            1764427032,
+            {"webinar_id": "w-42"},
+            api_secret=MIXPANEL_CLIENT_SECRET,
+        )
+        buffered = BufferedConsumer(**urls)
+        batch = Mixpanel(MIXPANEL_TOKEN, consumer=buffered)
+        batch.track(EMAIL, "Webinar Left", {"webinar_id": "w-42", "duration_s": 1834})
+        batch.track(ANON_ID, "Replay Watched", {"webinar_id": "w-42"})
+        buffered.flush()
+    assert not logs.errors(), logs.errors()
+
+    entries = stack.since(mark)
+    paths = [e["path"] for e in entries]
+    assert paths == ["/track", "/track", "/engage", "/engage", "/groups", "/import", "/track"], paths
+    for e in entries:
+        assert e["method"] == "POST" and e["error"] is None, e["error"]
+        assert header(e, "content-type") == "application/x-www-form-urlencoded"
+        form = dict(e["form"])
+        assert set(form) == {"data", "verbose", "ip"}, form.keys()  # api_key dropped
+        assert form["verbose"] == "1" and form["ip"] == "0"
+        assert form["data"].startswith(("{", "[")), "JSON in, JSON out"
+        if e["path"] != "/groups":  # an organisation's profile: no person in it
+            assert TOKEN.search(e["body_text"]), "no k1_ pseudonym"
+    track, chat, engage, engage_once, groups, imported, buffered_batch = (e["json"] for e in entries)
+    props = track["properties"]
+    person = props["distinct_id"]
+    assert TOKEN.fullmatch(person)
+    assert track["event"] == "Webinar Joined"
+    assert props["token"] == MIXPANEL_TOKEN and props["mp_lib"] == "python"
+    assert props["$lib_version"] == MIXPANEL_VERSION
+    assert re.fullmatch(r"[0-9a-f]{32}", props["$insert_id"])
+    assert isinstance(props["time"], int) and props["time"] % 3600 == 0, props["time"]
+    assert props["ip"] == "203.0.113.0"
+    assert EMAIL_TOKEN.match(props["email"]) and props["name"].startswith("Participant k1_")
+    assert "utm_source=newsletter" in props["$current_url"]
+    assert props["email"].replace("@", "%40") in props["$current_url"], "the URL's email joins"
+    assert "utm_medium=email" in props["$referrer"] and "name=k1_" in props["$referrer"]
+    assert chat["properties"]["distinct_id"] == person
+    assert chat["properties"]["message"].startswith("Hi! Could you send the slides to k1_")
+    assert engage["$token"] == MIXPANEL_TOKEN and engage["$distinct_id"] == person
+    assert engage["$ip"] == "203.0.113.0" and engage["$time"] % 3600 == 0
+    assert engage["$set"]["$email"] == props["email"] and engage["$set"]["plan"] == "pro"
+    assert engage["$set"]["$name"].startswith("Person k1_")
+    assert engage_once["$set_once"] == {"first_webinar": "w-42"}
+    assert (groups["$group_key"], groups["$group_id"]) == ("company", "acme")
+    assert groups["$set"] == {"plan": "enterprise"}
+    assert header(entries[5], "authorization") == "Basic " + MIXPANEL_IMPORT_BASIC
+    assert imported["properties"]["time"] == 1764424800
+    assert imported["properties"]["distinct_id"] == person
+    assert [m["properties"]["distinct_id"] == person for m in buffered_batch] == [True, False]
+    assert buffered_batch[0]["properties"]["duration_s"] == 1834
+
+    # mixpanel-js with api_method GET: base64 `data` in the query, a cache buster.
+    mark = stack.mark()
+    event = {"event": "Page Viewed", "properties": {"token": MIXPANEL_TOKEN, "distinct_id": EMAIL, "$current_url": PAGE_URL, "time": 1764427032123}}
+    data = base64.b64encode(json.dumps(event).encode()).decode()
+    res = requests.get(base + "/track", params={"data": data, "ip": "1", "_": "1764427032123"}, timeout=HTTP_TIMEOUT)
+    assert res.status_code == 200 and res.json()["status"] == 1, res.text
+    (get,) = stack.since(mark)
+    query = dict(parse_qsl(urlsplit(get["path"]).query))
+    assert set(query) == {"data", "ip"}, query
+    inner = json.loads(base64.b64decode(query["data"]))
+    assert inner["properties"]["distinct_id"] == person, "the query's token is the body's"
+    assert inner["properties"]["time"] == 1764424800000
+    entries.append(get)
+    assert_no_raw_values(entries, extra=[MIXPANEL_CLIENT_KEY, MIXPANEL_CLIENT_SECRET])
+
+
+# --- Amplitude ------------------------------------------------------------------
+def test_amplitude_http_v2(stack):
+    """amplitude-analytics: POST /2/httpapi, JSON, the project key in the body
+    (Amplitude requires it there). Every event must come back with code 200."""
+    mark = stack.mark()
+    results = []
+    with LogRecorder("amplitude") as logs:
+        client = Amplitude(
+            AMPLITUDE_KEY,
+            configuration=AmplitudeConfig(
+                server_url=stack.base_url + "/2/httpapi",
+                flush_interval_millis=60000,
+                flush_max_retries=1,
+                callback=lambda event, code, message=None: results.append((event.event_type, code, message)),
+            ),
+        )
+        logs.listen()
+        try:
+            client.track(
+                BaseEvent(
+                    "Webinar Joined",
+                    user_id=EMAIL,
+                    device_id=ANON_ID,
+                    ip=IP,
+                    event_properties={"webinar_id": "w-42", "email": EMAIL, "name": NAME, "page_url": PAGE_URL},
+                )
+            )
+            client.identify(
+                Identify().set("email", EMAIL).set("name", NAME).set("plan", "pro").set_once("first_webinar", "w-42"),
+                EventOptions(user_id=EMAIL, ip=IP),
+            )
+            client.track(BaseEvent("Chat Question Asked", user_id=EMAIL, event_properties={"message": CHAT}))
+
+            def flush():
+                for future in client.flush() or []:
+                    future.result(FLUSH_TIMEOUT)
+
+            bounded(flush, FLUSH_TIMEOUT + 5, "amplitude flush")
+        finally:
+            bounded(client.shutdown, FLUSH_TIMEOUT, "amplitude shutdown")
+    assert sorted(results) == [
+        ("$identify", 200, "Event sent successfully."),
+        ("Chat Question Asked", 200, "Event sent successfully."),
+        ("Webinar Joined", 200, "Event sent successfully."),
+    ], results
+    assert not logs.errors(), logs.errors()
+
+    entries = stack.since(mark)
+    assert_valid(entries, "/2/httpapi", None)
+    events = []
+    for e in entries:
+        body = e["json"]
+        assert set(body) <= {"api_key", "events", "options"}, set(body)
+        assert body["api_key"] == AMPLITUDE_KEY
+        events += body["events"]
+    by_type = {ev["event_type"]: ev for ev in events}
+    assert sorted(by_type) == ["$identify", "Chat Question Asked", "Webinar Joined"]
+    person = by_type["Webinar Joined"]["user_id"]
+    assert TOKEN.fullmatch(person)
+    for ev in events:
+        assert ev["user_id"] == person
+        assert ev["library"] == "amplitude-python/" + AMPLITUDE_VERSION
+        assert ev["time"] % 3_600_000 == 0, ev["time"]
+        assert re.fullmatch(r"[0-9a-f-]{36}", ev["insert_id"])
+    joined = by_type["Webinar Joined"]
+    assert TOKEN.fullmatch(joined["device_id"]) and joined["device_id"] != person
+    assert joined["ip"] == "203.0.113.0"
+    assert EMAIL_TOKEN.match(joined["event_properties"]["email"])
+    assert joined["event_properties"]["name"].startswith("Participant k1_")
+    assert "utm_source=newsletter" in joined["event_properties"]["page_url"]
+    user = by_type["$identify"]["user_properties"]
+    assert user["$set"]["email"] == joined["event_properties"]["email"]
+    assert user["$set"]["name"].startswith("Person k1_") and user["$set"]["plan"] == "pro"
+    assert user["$setOnce"] == {"first_webinar": "w-42"}
+    chat = by_type["Chat Question Asked"]["event_properties"]["message"]
+    assert chat.startswith("Hi! Could you send the slides to k1_"), chat
+    assert_no_raw_values(entries)
+
+
+# --- Snowplow -------------------------------------------------------------------
+def run_snowplow(stack, method):
+    """The Python tracker, one emitter per method; consent granted by the
+    cookie the rules read. Returns what on_success reported."""
+    sent, failed = [], []
+    session = requests.Session()
+    session.headers["Cookie"] = SNOWPLOW_CONSENT
+    emitter = Emitter(
+        stack.base_url,
+        method=method,
+        batch_size=1 if method == "get" else 10,
+        on_success=lambda events: sent.extend(events),
+        on_failure=lambda n, events: failed.extend(events),
+        request_timeout=HTTP_TIMEOUT,
+        session=session,
+    )
+    subject = (
+        Subject()
+        .set_user_id(EMAIL)
+        .set_ip_address(IP)
+        .set_useragent(UA)
+        .set_lang("da")
+        .set_domain_user_id(ANON_ID)
+        .set_network_user_id("nuid-" + ANON_ID)
+    )
+    tracker = Tracker("sp", emitter, subject=subject, app_id="webinars")
+    participant = SelfDescribingJson("iglu:com.example/participant/jsonschema/1-0-0", {"id": EMAIL, "name": NAME, "role": "attendee"})
+    tracker.track(PageView(page_url=PAGE_URL, page_title="Join as " + EMAIL, referrer=REFERRER))
+    tracker.track(
+        SelfDescribing(
+            SelfDescribingJson(
+                "iglu:com.example/webinar_action/jsonschema/1-0-0",
+                {"action": "raise_hand", "webinar_id": "w-42", "email": EMAIL, "name": NAME},
+            ),
+            context=[participant],
+        )
+    )
+    tracker.track(StructuredEvent("webinar", "ask", label=CHAT, value=1))
+    bounded(tracker.flush, FLUSH_TIMEOUT, "snowplow flush")
+    assert not failed, "the collector refused events:\nscrim:\n%s" % tail(stack.log_path)
+    assert len(sent) == 3, sent
+    return sent
+
+
+def check_snowplow_events(events):
+    """The tracker parameters of the three events, as the collector got them."""
+    assert [ev["e"] for ev in events] == ["pv", "ue", "se"]
+    person = events[0]["uid"]
+    assert TOKEN.fullmatch(person)
+    for ev in events:
+        assert ev["uid"] == person and TOKEN.fullmatch(ev["duid"]) and TOKEN.fullmatch(ev["tnuid"])
+        assert ev["ip"] == "203.0.113.0" and ev["ua"] == "Chrome/120"
+        assert ev["tv"] == "py-" + SNOWPLOW_VERSION and ev["aid"] == "webinars" and ev["p"] == "pc"
+        assert int(ev["dtm"]) % 3_600_000 == 0 and int(ev["stm"]) % 3_600_000 == 0
+        assert re.fullmatch(r"[0-9a-f-]{36}", ev["eid"])
+    pv, ue, se = events
+    assert "utm_source=newsletter" in pv["url"] and "email=k1_" in pv["url"]
+    assert pv["refr"].startswith("https://mail.example.com/inbox?name=k1_") and "utm_medium=email" in pv["refr"]
+    assert pv["page"].startswith("Join as k1_") and pv["page"].endswith("@pseudonym.invalid")
+    pad = "=" * (-len(ue["ue_px"]) % 4)
+    event = json.loads(base64.urlsafe_b64decode(ue["ue_px"] + pad))
+    data = event["data"]["data"]
+    assert event["data"]["schema"] == "iglu:com.example/webinar_action/jsonschema/1-0-0"
+    assert data["action"] == "raise_hand" and data["webinar_id"] == "w-42"
+    assert EMAIL_TOKEN.match(data["email"]) and data["name"].startswith("Participant k1_")
+    assert data["email"].replace("@", "%40") in pv["url"], "the event's email joins the URL's"
+    pad = "=" * (-len(ue["cx"]) % 4)
+    contexts = json.loads(base64.urlsafe_b64decode(ue["cx"] + pad))["data"]
+    assert contexts[0]["data"]["role"] == "attendee" and TOKEN.fullmatch(contexts[0]["data"]["id"])
+    assert se["se_ca"] == "webinar" and se["se_ac"] == "ask" and se["se_va"] == "1"
+    assert se["se_la"].startswith("Hi! Could you send the slides to k1_")
+
+
+def test_snowplow_get_pixel(stack):
+    """snowplow-tracker, GET /i: the tracker protocol in the query string,
+    ue_px and cx base64url JSON inside it."""
+    mark = stack.mark()
+    run_snowplow(stack, "get")
+    entries = stack.since(mark)
+    assert len(entries) == 3
+    events = []
+    for e in entries:
+        assert e["method"] == "GET" and e["error"] is None
+        url = urlsplit(e["path"])
+        assert url.path == "/i"
+        events.append(dict(parse_qsl(url.query)))
+    check_snowplow_events(events)
+    assert_no_raw_values(entries)
+
+
+def test_snowplow_post_payload_data(stack):
+    """snowplow-tracker, POST /com.snowplowanalytics.snowplow/tp2: the same
+    parameters as strings in a self-describing payload_data envelope."""
+    mark = stack.mark()
+    run_snowplow(stack, "post")
+    entries = stack.since(mark)
+    assert_valid(entries, "/com.snowplowanalytics.snowplow/tp2", None)
+    events = []
+    for e in entries:
+        body = e["json"]
+        assert set(body) == {"schema", "data"}
+        assert body["schema"] == "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4"
+        events += body["data"]
+    check_snowplow_events(events)
+    assert_no_raw_values(entries)
+
+
 def test_unrouted_path_is_refused(stack):
     """A path no route names never reaches the upstream (the SDKs' success
     above is not an accident of a permissive proxy)."""
@@ -586,11 +1048,15 @@ def test_unrouted_path_is_refused(stack):
     assert stack.since(mark) == []
 
 
+PROCESSOR_RULES = ["posthog.toml", "segment.toml", "mixpanel.toml", "amplitude.toml", "snowplow.toml"]
+
+
 def test_rule_files_check():
-    """The SDK rule files pass `scrim check` (what scrim run loaded above)."""
+    """The rule files the SDKs ran through pass `scrim check` (what scrim run
+    loaded above)."""
     scrim_bin = os.environ.get("SCRIM_BIN", str(REPO / "target" / "debug" / "scrim"))
     res = subprocess.run(
-        [scrim_bin, "check", str(HERE / "posthog.toml"), str(HERE / "segment.toml")],
+        [scrim_bin, "check"] + [str(RULES / f) for f in PROCESSOR_RULES],
         capture_output=True,
         text=True,
         timeout=30,
