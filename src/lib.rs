@@ -30,6 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod keyring;
+pub mod privacy;
 pub mod proxy;
 pub mod pseudo;
 pub mod server;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::config::{Config, ProxyLimits, RouteConfig};
 use crate::engine::Engine;
 use crate::keyring::{KeyError, KeySource};
+use crate::privacy::objections::Objections;
 use crate::proxy::upstream::{self, HttpClient, UpstreamError};
 
 pub struct Snapshot {
@@ -21,6 +22,8 @@ pub struct Route {
     pub cfg: RouteConfig,
     pub engine: Arc<Engine>,
     pub response_engine: Option<Arc<Engine>>,
+    /// Shadow mode's candidate, bound to the same key.
+    pub shadow_engine: Option<Arc<Engine>>,
     pub client: HttpClient,
 }
 
@@ -35,7 +38,11 @@ pub enum SnapshotError {
 impl Snapshot {
     /// Binds every route's rules to the active key and builds one pooled
     /// client per upstream (routes to one upstream share its pool).
-    pub fn build(cfg: &Config, keys: &dyn KeySource) -> Result<Self, SnapshotError> {
+    pub fn build(
+        cfg: &Config,
+        keys: &dyn KeySource,
+        objections: Option<Arc<Objections>>,
+    ) -> Result<Self, SnapshotError> {
         let mut clients: HashMap<&str, HttpClient> = HashMap::new();
         for (name, u) in &cfg.upstreams {
             clients.insert(name.as_str(), upstream::client(u)?);
@@ -51,14 +58,15 @@ impl Snapshot {
             let previous = if bridging { keys.previous() } else { None };
             let engine = Arc::new(
                 Engine::new(r.rules.clone(), keys, cfg.limits.engine.clone())?
-                    .with_previous(previous.as_deref()),
+                    .with_previous(previous.as_deref())
+                    .with_guard(r.leak_guard)
+                    .with_objections(objections.clone()),
             );
             let response_engine = match &r.response_rules {
-                Some(rules) => Some(Arc::new(Engine::new(
-                    rules.clone(),
-                    keys,
-                    cfg.limits.engine.clone(),
-                )?)),
+                Some(rules) => Some(Arc::new(
+                    Engine::new(rules.clone(), keys, cfg.limits.engine.clone())?
+                        .with_guard(r.leak_guard),
+                )),
                 None => None,
             };
             let client = clients
@@ -69,6 +77,14 @@ impl Snapshot {
                 cfg: r.clone(),
                 engine,
                 response_engine,
+                shadow_engine: match &r.shadow_rules {
+                    Some(rules) => Some(Arc::new(
+                        Engine::new(rules.clone(), keys, cfg.limits.engine.clone())?
+                            .with_guard(r.leak_guard)
+                            .with_objections(objections.clone()),
+                    )),
+                    None => None,
+                },
                 client,
             });
         }
@@ -102,6 +118,33 @@ pub struct LookupRow {
     pub pseudonym: String,
 }
 
+/// One route's unknown-field report (`GET /unknown-fields`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RouteUnknown {
+    /// The route's 1-based position in the config.
+    pub route: usize,
+    /// Its path match (`/events/*` for a prefix).
+    pub path: String,
+    pub host: Option<String>,
+    pub purpose: String,
+    pub fields: Vec<UnknownField>,
+    /// Occurrences past the cap of distinct names per route.
+    pub overflow: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UnknownField {
+    /// `body`, `query`, `header` or `cookie`.
+    pub target: &'static str,
+    /// A selector-like path; personal or overlong keys as placeholders.
+    pub name: String,
+    pub count: u64,
+}
+
+fn unknown_label(r: &RouteConfig) -> String {
+    format!("{} {:?} {:?}", r.index, r.host, r.path)
+}
+
 /// Why a reveal failed; says nothing about the token's content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RevealError {
@@ -126,6 +169,19 @@ pub enum RuntimeError {
     Config(#[from] crate::config::ConfigError),
     #[error("scrim runs on a development key; key ring operations need [keys] ring")]
     NoRing,
+    #[error("no objection register: set [privacy] objections = \"PATH\" in the config")]
+    NoRegister,
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+/// The objection register's key: from the KEK with a ring (stable across
+/// rotations), else from the development key.
+fn register_key(keys: &Keys) -> Result<crate::privacy::objections::RegisterKey, KeyError> {
+    Ok(crate::privacy::objections::RegisterKey::new(match keys {
+        Keys::Ring { kek, .. } => kek.subkey("objections"),
+        Keys::Dev(dev) => crate::pseudo::derive_key(&*dev.active()?, "objections"),
+    }))
 }
 
 /// The shared state of a running scrim: the config, the keys, and the
@@ -138,15 +194,30 @@ pub struct Runtime {
     snapshot: arc_swap::ArcSwap<Snapshot>,
     /// Modification time and length of the ring file when last read.
     ring_stamp: std::sync::Mutex<Option<(std::time::SystemTime, u64)>>,
+    objections: arc_swap::ArcSwap<Objections>,
+    objections_stamp: std::sync::Mutex<Option<(std::time::SystemTime, u64)>>,
+    /// Unknown-field counts per route, kept across rotations and reloads.
+    unknown: crate::engine::unknown::UnknownRegistry,
+    /// What consent, objections and the leak guard did, since start.
+    pub privacy: Arc<crate::privacy::Counters>,
+    /// Shadow-mode differences per route, since start.
+    pub shadow: crate::privacy::shadow::ShadowReport,
 }
 
 impl Runtime {
     pub fn new(config: Config, keys: Keys) -> Result<Arc<Self>, RuntimeError> {
+        let objections = Arc::new(match &config.objections {
+            Some(p) => Objections::load(p, register_key(&keys)?)?,
+            None => Objections::empty(register_key(&keys)?),
+        });
         let (ring, snapshot) = match &keys {
-            Keys::Dev(dev) => (None, Snapshot::build(&config, dev)?),
+            Keys::Dev(dev) => (
+                None,
+                Snapshot::build(&config, dev, Some(objections.clone()))?,
+            ),
             Keys::Ring { path, kek } => {
                 let ring = crate::keyring::ring::KeyRing::load(path, kek)?;
-                let snap = Snapshot::build(&config, &ring)?;
+                let snap = Snapshot::build(&config, &ring, Some(objections.clone()))?;
                 (Some(Arc::new(ring)), snap)
             }
         };
@@ -156,9 +227,77 @@ impl Runtime {
             ring: arc_swap::ArcSwapOption::new(ring),
             snapshot: arc_swap::ArcSwap::from_pointee(snapshot),
             ring_stamp: std::sync::Mutex::new(None),
+            unknown: Default::default(),
+            objections: arc_swap::ArcSwap::new(objections),
+            objections_stamp: std::sync::Mutex::new(None),
+            privacy: Arc::default(),
+            shadow: Default::default(),
         });
         *rt.ring_stamp.lock().expect("fresh mutex") = rt.stamp();
+        *rt.objections_stamp.lock().expect("fresh mutex") = rt.objections_file_stamp();
         Ok(rt)
+    }
+
+    /// The objection register as last read.
+    pub fn objections(&self) -> Arc<Objections> {
+        self.objections.load_full()
+    }
+
+    fn objections_file_stamp(&self) -> Option<(std::time::SystemTime, u64)> {
+        let m = std::fs::metadata(self.config().objections.as_ref()?).ok()?;
+        Some((m.modified().ok()?, m.len()))
+    }
+
+    /// Adds or removes a subject from the objection register and applies it
+    /// at once. Returns whether the register changed.
+    pub fn object(
+        &self,
+        kind: crate::engine::spec::Kind,
+        value: &str,
+        add: bool,
+    ) -> Result<bool, RuntimeError> {
+        let cfg = self.config();
+        let path = cfg.objections.as_ref().ok_or(RuntimeError::NoRegister)?;
+        let (set, changed) = Objections::update(path, register_key(&self.keys)?, kind, value, add)?;
+        self.objections.store(Arc::new(set));
+        self.rebuild()?;
+        if let Ok(mut s) = self.objections_stamp.lock() {
+            *s = self.objections_file_stamp();
+        }
+        Ok(changed)
+    }
+
+    /// Re-reads the objection register if its file changed (another replica
+    /// wrote it). Returns whether it changed.
+    pub fn refresh_objections(&self) -> Result<bool, RuntimeError> {
+        let cfg = self.config();
+        let Some(path) = cfg.objections.as_ref() else {
+            return Ok(false);
+        };
+        let now = self.objections_file_stamp();
+        if self.objections_stamp.lock().map(|s| *s).unwrap_or(None) == now {
+            return Ok(false);
+        }
+        let set = Objections::load(path, register_key(&self.keys)?)?;
+        self.objections.store(Arc::new(set));
+        self.rebuild()?;
+        if let Ok(mut s) = self.objections_stamp.lock() {
+            *s = now;
+        }
+        Ok(true)
+    }
+
+    /// A new snapshot from the current config, keys and register.
+    fn rebuild(&self) -> Result<(), RuntimeError> {
+        let cfg = self.config();
+        let objections = Some(self.objections());
+        let snap = match (&self.keys, self.ring()) {
+            (_, Some(ring)) => Snapshot::build(&cfg, ring.as_ref(), objections)?,
+            (Keys::Dev(dev), None) => Snapshot::build(&cfg, dev, objections)?,
+            (Keys::Ring { .. }, None) => return Err(RuntimeError::NoRing),
+        };
+        self.snapshot.store(Arc::new(snap));
+        Ok(())
     }
 
     /// The snapshot a new request pins.
@@ -209,7 +348,7 @@ impl Runtime {
     }
 
     fn install(&self, ring: crate::keyring::ring::KeyRing) -> Result<(), RuntimeError> {
-        let snap = Snapshot::build(&self.config(), &ring)?;
+        let snap = Snapshot::build(&self.config(), &ring, Some(self.objections()))?;
         self.ring.store(Some(Arc::new(ring)));
         self.snapshot.store(Arc::new(snap));
         Ok(())
@@ -243,10 +382,10 @@ impl Runtime {
         let path = self.config().path.clone();
         let cfg = crate::config::load(&path)?;
         let snap = match (&self.keys, self.ring()) {
-            (Keys::Dev(dev), _) => Snapshot::build(&cfg, dev)?,
+            (Keys::Dev(dev), _) => Snapshot::build(&cfg, dev, Some(self.objections()))?,
             (Keys::Ring { path, kek }, _) => {
                 let ring = crate::keyring::ring::KeyRing::load(path, kek)?;
-                let snap = Snapshot::build(&cfg, &ring)?;
+                let snap = Snapshot::build(&cfg, &ring, Some(self.objections()))?;
                 self.ring.store(Some(Arc::new(ring)));
                 snap
             }
@@ -302,6 +441,47 @@ impl Runtime {
             }
         }
         Ok(())
+    }
+
+    /// The unknown-field tally of a route (by position and match, so a
+    /// reload that keeps the route keeps its counts).
+    pub fn unknown_tally(&self, route: &RouteConfig) -> Arc<crate::engine::UnknownTally> {
+        self.unknown.tally(&unknown_label(route))
+    }
+
+    /// Per route of the current config: the names (never the values) of the
+    /// body fields, query parameters, headers and cookies dropped because no
+    /// rule named them, with counts.
+    pub fn unknown_fields(&self) -> Vec<RouteUnknown> {
+        self.config()
+            .routes
+            .iter()
+            .map(|r| {
+                let (fields, overflow) = self
+                    .unknown
+                    .get(&unknown_label(r))
+                    .map(|t| t.report())
+                    .unwrap_or_default();
+                RouteUnknown {
+                    route: r.index,
+                    path: match &r.path {
+                        crate::config::PathMatch::Exact(p) => p.clone(),
+                        crate::config::PathMatch::Prefix(p) => format!("{p}*"),
+                    },
+                    host: r.host.clone(),
+                    purpose: r.rules.purpose.id.clone(),
+                    fields: fields
+                        .into_iter()
+                        .map(|(target, name, count)| UnknownField {
+                            target: target.as_str(),
+                            name,
+                            count,
+                        })
+                        .collect(),
+                    overflow,
+                }
+            })
+            .collect()
     }
 
     /// Every purpose this config serves: (purpose id, recipient).
@@ -387,7 +567,8 @@ impl Runtime {
     /// Polls the ring for changes and runs key maintenance every
     /// `reload_interval`, until the returned task is aborted.
     pub fn spawn_key_watcher(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
-        if !matches!(self.keys, Keys::Ring { .. }) {
+        let ring = matches!(self.keys, Keys::Ring { .. });
+        if !ring && self.config().objections.is_none() {
             return None;
         }
         let rt = self.clone();
@@ -395,6 +576,19 @@ impl Runtime {
             loop {
                 let every = rt.config().keys.reload_interval;
                 tokio::time::sleep(every).await;
+                match rt.refresh_objections() {
+                    Ok(true) => tracing::info!(
+                        subjects = rt.objections().len(),
+                        "objection register reloaded"
+                    ),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "objection register not reloaded; keeping the current one")
+                    }
+                }
+                if !ring {
+                    continue;
+                }
                 match rt.refresh_ring() {
                     Ok(true) => tracing::info!(
                         version = rt.ring().map(|r| r.active_version().id),

@@ -294,7 +294,7 @@ fn transform_refuses_input_over_max_input() {
 fn transform_with_a_broken_rule_file_prints_its_diagnostics() {
     let (_dir, rules) = temp_file(
         "broken.toml",
-        b"[purpose]\nid = \"p\"\nlegal_basis = \"consent\"\nretention = \"6 months\"\nrecipient = \"r\"\n\n[[rule]]\nfield = \"a\"\naction = \"hash\"\n",
+        b"[purpose]\nid = \"p\"\nlegal_basis = \"contract\"\nretention = \"6 months\"\nrecipient = \"r\"\n\n[[rule]]\nfield = \"a\"\naction = \"hash\"\n",
     );
     let out = run_process(
         scrim_with_key().arg("transform").arg("--rules").arg(&rules),

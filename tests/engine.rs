@@ -775,7 +775,7 @@ fn default_drop_on_a_document_with_nothing_named() {
 
 #[test]
 fn default_keep_must_be_written_and_passes_unnamed_data() {
-    let text = "[purpose]\nid = \"p\"\nlegal_basis = \"consent\"\nretention = \"30 days\"\n\
+    let text = "[purpose]\nid = \"p\"\nlegal_basis = \"contract\"\nretention = \"30 days\"\n\
                 recipient = \"r\"\ndefault = \"keep\"\n\n\
                 [[rule]]\nfield = \"user.email\"\naction = \"pseudonymise\"\nkind = \"email\"\n\
                 [[rule]]\nfield = \"user.password\"\naction = \"drop\"\n";
@@ -975,7 +975,7 @@ fn headers_follow_header_rules_case_insensitively() {
 
 #[test]
 fn unnamed_headers_pass_only_under_default_keep() {
-    let text = "[purpose]\nid = \"p\"\nlegal_basis = \"consent\"\nretention = \"30 days\"\n\
+    let text = "[purpose]\nid = \"p\"\nlegal_basis = \"contract\"\nretention = \"30 days\"\n\
                 recipient = \"r\"\ndefault = \"keep\"\n\n\
                 [[rule]]\nheader = \"authorization\"\naction = \"drop\"\n";
     let e = engine_from_toml(text);

@@ -519,7 +519,7 @@ fn snowplow_pixel_query_string() {
 
 // === `scrim check` on broken files ===
 
-const PURPOSE: &str = "[purpose]\nid = \"p\"\nlegal_basis = \"consent\"\nretention = \"6 months\"\nrecipient = \"r\"\n\n";
+const PURPOSE: &str = "[purpose]\nid = \"p\"\nlegal_basis = \"contract\"\nretention = \"6 months\"\nrecipient = \"r\"\n\n";
 
 /// Runs `scrim check` on `text`; asserts exit 1 and returns stderr and the path.
 fn check_fails(text: &str) -> (String, String) {

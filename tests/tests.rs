@@ -7,6 +7,7 @@ mod admin; // admin API: tokens and roles on every endpoint, audit log, reveal a
 mod cli; // `scrim transform` and `scrim demo`: exit codes, messages, NDJSON streaming
 mod engine; // the rule engine, table-driven: every action and kind, selectors, headers, errors
 mod keyring; // key ring: rotation under load, two processes on one ring, crash safety, refusals, no leaks, schedules
+mod privacy; // consent (header, cookie, per-event field, GPC), objections across replicas, leak guard
 mod props; // property tests: no raw value survives, valid JSON, deterministic, NDJSON chunking
 mod proxy; // end to end over real sockets
 mod proxy_support; // recording upstream, scrim from config text, clients, certs, leak checks
@@ -14,4 +15,6 @@ mod rules; // every shipped rule file checks clean and transforms its fixture; `
 mod support; // shared helpers: test key, engines from TOML, the scrim binary, leak checks
 
 mod envelope; // Sentry envelopes and the store endpoint: framing, allow-list per item, errors, through the proxy
-mod processors; // product-analytics processors (Segment, PostHog, Mixpanel, Amplitude, Snowplow): documented payloads, deep leak checks, body_format
+mod processors;
+mod ropa; // `scrim ropa`: records of processing regenerated from the rule files and a config
+mod unknown_fields; // unknown-field report: names and counts per route, never values; admin endpoint // product-analytics processors (Segment, PostHog, Mixpanel, Amplitude, Snowplow): documented payloads, deep leak checks, body_format

@@ -39,6 +39,24 @@ pub async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<BoxBody> 
         (&Method::POST, ["reveal"]) => ("reveal", &[Role::Security]),
         (&Method::POST, ["lookup"]) => ("lookup", &[Role::Security, Role::PrivacyOfficer]),
         (&Method::POST, ["reload"]) => ("reload", &[Role::Security, Role::Operator]),
+        (&Method::POST, ["objections"]) => {
+            ("objections.add", &[Role::Security, Role::PrivacyOfficer])
+        }
+        (&Method::DELETE, ["objections"]) => {
+            ("objections.remove", &[Role::Security, Role::PrivacyOfficer])
+        }
+        (&Method::GET, ["shadow"]) => (
+            "shadow",
+            &[Role::Security, Role::Operator, Role::PrivacyOfficer],
+        ),
+        (&Method::GET, ["privacy"]) => (
+            "privacy.stats",
+            &[Role::Security, Role::Operator, Role::PrivacyOfficer],
+        ),
+        (&Method::GET, ["unknown-fields"]) => (
+            "unknown-fields",
+            &[Role::Security, Role::Operator, Role::PrivacyOfficer],
+        ),
         _ => return error_response(StatusCode::NOT_FOUND, "no such admin endpoint"),
     };
 
@@ -73,6 +91,21 @@ pub async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<BoxBody> 
         "keys.retire" => retire(admin, &caller, segments[1]),
         "reveal" => reveal(admin, &caller, &body),
         "lookup" => lookup(admin, &caller, &body),
+        "objections.add" => object(admin, &caller, &body, true),
+        "objections.remove" => object(admin, &caller, &body, false),
+        "privacy.stats" => privacy_stats(admin, &caller),
+        "shadow" => {
+            admin.audit.record(Some(&caller), "shadow", None, "ok");
+            let routes: Vec<_> = admin
+                .runtime
+                .shadow
+                .snapshot()
+                .into_iter()
+                .map(|(route, r)| serde_json::json!({"route": route, "report": r}))
+                .collect();
+            json(StatusCode::OK, &serde_json::json!({ "routes": routes }))
+        }
+        "unknown-fields" => unknown_fields(admin, &caller),
         _ => reload(admin, &caller),
     }
 }
@@ -231,6 +264,75 @@ fn lookup(admin: &Admin, caller: &Caller, body: &[u8]) -> Response<BoxBody> {
         .audit
         .record(Some(caller), "lookup", Some(&target), "ok");
     json(StatusCode::OK, &serde_json::json!({ "pseudonyms": rows }))
+}
+
+/// Per route, the names (never the values) of what arrived and was dropped
+/// because no rule named it, with counts.
+fn unknown_fields(admin: &Admin, caller: &Caller) -> Response<BoxBody> {
+    let routes = admin.runtime.unknown_fields();
+    admin
+        .audit
+        .record(Some(caller), "unknown-fields", None, "ok");
+    json(StatusCode::OK, &serde_json::json!({ "routes": routes }))
+}
+
+/// Adds or removes a subject from the objection register. The audit line
+/// names the subject by its audit pseudonym only.
+fn object(admin: &Admin, caller: &Caller, body: &[u8], add: bool) -> Response<BoxBody> {
+    let action = if add {
+        "objections.add"
+    } else {
+        "objections.remove"
+    };
+    let Ok(r) = serde_json::from_slice::<LookupReq>(body) else {
+        admin
+            .audit
+            .record(Some(caller), action, None, "bad_request");
+        return error_response(StatusCode::BAD_REQUEST, "expected {\"kind\", \"value\"}");
+    };
+    let kind = match Kind::from_str(&r.kind) {
+        Ok(k) if crate::privacy::objections::supported(k) => k,
+        _ => {
+            admin
+                .audit
+                .record(Some(caller), action, None, "bad_request");
+            return error_response(StatusCode::BAD_REQUEST, "kind must be email or id");
+        }
+    };
+    let target = format!(
+        "{} {}",
+        kind.as_str(),
+        admin.runtime.audit_pseudonym(&r.value)
+    );
+    match admin.runtime.object(kind, &r.value, add) {
+        Ok(changed) => {
+            admin.audit.record(
+                Some(caller),
+                action,
+                Some(&target),
+                if changed { "ok" } else { "unchanged" },
+            );
+            json(
+                StatusCode::OK,
+                &serde_json::json!({"changed": changed, "subjects": admin.runtime.objections().len()}),
+            )
+        }
+        Err(e) => {
+            admin
+                .audit
+                .record(Some(caller), action, Some(&target), "failed");
+            error_response(StatusCode::CONFLICT, &e.to_string())
+        }
+    }
+}
+
+fn privacy_stats(admin: &Admin, caller: &Caller) -> Response<BoxBody> {
+    admin
+        .audit
+        .record(Some(caller), "privacy.stats", None, "ok");
+    let mut v = admin.runtime.privacy.to_json();
+    v["objection_subjects"] = serde_json::json!(admin.runtime.objections().len());
+    json(StatusCode::OK, &v)
 }
 
 fn reload(admin: &Admin, caller: &Caller) -> Response<BoxBody> {

@@ -11,6 +11,11 @@
 //! | POST   | `/reveal`               | security           | `{purpose, field, token}` -> the value of a reversible token |
 //! | POST   | `/lookup`               | security, privacy-officer | `{kind, value}` -> the subject's pseudonyms per purpose and version |
 //! | POST   | `/reload`               | security, operator | re-reads the config, rules and key ring |
+//! | POST   | `/objections`           | security, privacy-officer | `{kind, value}`: the subject objected (art. 21); stored as an HMAC |
+//! | DELETE | `/objections`           | security, privacy-officer | `{kind, value}`: the objection is withdrawn |
+//! | GET    | `/shadow`               | security, operator, privacy-officer | shadow mode: per route, requests compared and differing paths (no values) |
+//! | GET    | `/privacy`              | security, operator, privacy-officer | counts: withheld (consent, objection), leaks scrubbed and refused |
+//! | GET    | `/unknown-fields`       | security, operator, privacy-officer | per route, names (never values) and counts of body fields, query parameters, headers and cookies dropped because no rule named them |
 //!
 //! Bearer tokens only (`auth.rs`): 401 without a known token, 403 for a role
 //! without the right. Every call except the probes is appended to the audit

@@ -5,6 +5,7 @@
 mod check;
 mod demo;
 mod keys;
+mod ropa;
 mod run;
 mod transform;
 
@@ -44,6 +45,9 @@ enum Command {
     Lookup(keys::LookupArgs),
     /// Open a reversible (`encrypt`) token. Audited.
     Reveal(keys::RevealArgs),
+    /// Records of processing (GDPR art. 30) from the loaded config or rule
+    /// files: purpose, legal basis, retention, recipient, data, every field.
+    Ropa(ropa::RopaArgs),
 }
 
 /// Where the pseudonymisation key comes from, for commands that need one.
@@ -105,6 +109,7 @@ pub fn main() -> ExitCode {
         Command::Keys(a) => keys::run(a),
         Command::Lookup(a) => keys::lookup(a),
         Command::Reveal(a) => keys::reveal(a),
+        Command::Ropa(a) => ropa::run(a),
     };
     match res {
         Ok(code) => code,

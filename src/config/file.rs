@@ -40,6 +40,17 @@ pub struct FileConfig {
     #[serde(default, rename = "route")]
     pub routes: Vec<Spanned<RouteSpec>>,
     pub admin: Option<Spanned<AdminSpec>>,
+    #[serde(default)]
+    pub privacy: PrivacySpec,
+}
+
+/// `[privacy]`: state shared by every route.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacySpec {
+    /// The objection register (GDPR art. 21); created on first use. Replicas
+    /// sharing it pick up changes within `[keys] reload_interval_ms`.
+    pub objections: Option<PathBuf>,
 }
 
 /// The admin API: its own listener, loopback unless configured otherwise.
@@ -179,6 +190,12 @@ pub struct RouteSpec {
     pub rules: Option<Spanned<PathBuf>>,
     /// Rule file text inline, instead of `rules`.
     pub inline_rules: Option<Spanned<String>>,
+    /// The leak guard after the rules: "scrub" (default), "refuse" (422) or "off".
+    pub leak_guard: Option<crate::privacy::guard::LeakMode>,
+    /// Shadow mode: a candidate rule file run beside `rules` on live traffic;
+    /// where the outputs differ is reported (`GET /shadow` on the admin API),
+    /// and nothing of the candidate's output is forwarded.
+    pub shadow_rules: Option<Spanned<PathBuf>>,
     /// Rule file for the response; without it the response streams back as is.
     pub response_rules: Option<Spanned<PathBuf>>,
     /// The real format of request bodies on this route, read instead of

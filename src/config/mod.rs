@@ -29,6 +29,8 @@ pub struct Config {
     pub upstreams: HashMap<String, Arc<UpstreamConfig>>,
     pub routes: Vec<RouteConfig>,
     pub admin: Option<AdminConfig>,
+    /// The objection register's file, if any.
+    pub objections: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -119,8 +121,11 @@ pub struct RouteConfig {
     pub methods: Vec<Method>,
     pub upstream: Arc<UpstreamConfig>,
     pub rewrite: Option<String>,
+    pub leak_guard: crate::privacy::guard::LeakMode,
     pub rules: Arc<CompiledRules>,
     pub response_rules: Option<Arc<CompiledRules>>,
+    /// A candidate rule file compared against `rules` (shadow mode).
+    pub shadow_rules: Option<Arc<CompiledRules>>,
     /// Request bodies are read in this format whatever their Content-Type
     /// says (`body_format`); `None`: the Content-Type decides.
     pub body_format: Option<Format>,
@@ -314,6 +319,7 @@ impl Cx<'_> {
             limits,
             keys: self.keys(&f.keys),
             admin: f.admin.as_ref().and_then(|a| self.admin(a)),
+            objections: f.privacy.objections.as_ref().map(|p| self.resolve(p)),
             upstreams,
             routes,
         }
@@ -604,17 +610,23 @@ impl Cx<'_> {
             Some(f) => Some(self.rules_file(f)?),
             None => None,
         };
+        let shadow_rules = match &spec.shadow_rules {
+            Some(f) => Some(self.rules_file(f)?),
+            None => None,
+        };
         let body_format = match &spec.body_format {
             None => None,
             Some(f) => match f.get_ref().as_str() {
                 "json" => Some(Format::Json),
                 "ndjson" => Some(Format::Ndjson),
                 "form" => Some(Format::Form),
+                "sentry-envelope" => Some(Format::SentryEnvelope),
+                "sentry-event" => Some(Format::SentryEvent),
                 other => {
                     self.error(
                         f.span(),
                         &format!("`{other}` is not a body format"),
-                        Some("use \"json\", \"ndjson\" or \"form\" (or leave body_format out: the Content-Type decides)"),
+                        Some("use \"json\", \"ndjson\" or \"form\", for Sentry \"sentry-envelope\" or \"sentry-event\" (or leave body_format out: the Content-Type decides)"),
                     );
                     return None;
                 }
@@ -627,8 +639,10 @@ impl Cx<'_> {
             methods,
             upstream,
             rewrite: spec.rewrite.clone(),
+            leak_guard: spec.leak_guard.unwrap_or_default(),
             rules,
             response_rules,
+            shadow_rules,
             body_format,
         })
     }

@@ -157,7 +157,7 @@ impl Cx<'_> {
                 Some("for example recipient = \"analytics\"".into()),
             );
         }
-        let legal_basis = match p.legal_basis {
+        let legal_basis = match &p.legal_basis {
             Some(b) => Some(*b.get_ref()),
             None => {
                 self.error(
@@ -172,6 +172,7 @@ impl Cx<'_> {
                 None
             }
         };
+        let consent = self.consent(&p, &purpose_span, legal_basis);
         let retention = match &p.retention {
             Some(r) => match parse_retention(r.get_ref()) {
                 Some(r) => Some(r),
@@ -281,6 +282,7 @@ impl Cx<'_> {
                 specificity,
                 strictness: action.strictness(),
             };
+            let (kind, selector) = target.describe(r);
             match target {
                 Target::Body(s) => body.push((idx, s)),
                 Target::Query(s) => query.push((idx, s)),
@@ -293,6 +295,8 @@ impl Cx<'_> {
             }
             rules.push(CompiledRule {
                 id: rule_id,
+                target: kind,
+                selector,
                 action,
                 rank,
             });
@@ -312,6 +316,64 @@ impl Cx<'_> {
             headers,
             cookies,
             default_keep: p.default == super::spec::Default::Keep,
+            consent,
+        })
+    }
+
+    fn consent(
+        &mut self,
+        p: &super::spec::PurposeSpec,
+        purpose_span: &Range<usize>,
+        basis: Option<super::spec::LegalBasis>,
+    ) -> Option<crate::privacy::consent::ConsentSpec> {
+        use crate::privacy::consent::{ConsentSpec, Signal, DEFAULT_GRANTED};
+        let Some(c) = &p.consent else {
+            if basis == Some(super::spec::LegalBasis::Consent) {
+                self.error(
+                    purpose_span.clone(),
+                    "a purpose on consent needs a consent signal".into(),
+                    Some(
+                        "add [purpose.consent] with header = \"x-consent\", cookie = \"consent\" \
+                         or field = \"context.consent.analytics\""
+                            .into(),
+                    ),
+                );
+            }
+            return None;
+        };
+        let span = c.span();
+        let c = c.get_ref();
+        let signal = match (&c.header, &c.cookie, &c.field) {
+            (Some(h), None, None) if !h.is_empty() && h.bytes().all(is_token_char) => {
+                Signal::Header(h.to_ascii_lowercase())
+            }
+            (None, Some(k), None) if !k.is_empty() => Signal::Cookie(k.clone()),
+            (None, None, Some(f)) => match f.get_ref().parse::<Selector>() {
+                Ok(s) => Signal::Field(s),
+                Err(e) => {
+                    self.error(
+                        f.span(),
+                        format!("invalid consent selector: {}", e.reason),
+                        None,
+                    );
+                    return None;
+                }
+            },
+            _ => {
+                self.error(
+                    span,
+                    "[purpose.consent] names exactly one of header, cookie or field".into(),
+                    None,
+                );
+                return None;
+            }
+        };
+        Some(ConsentSpec {
+            signal,
+            granted: c
+                .granted
+                .clone()
+                .unwrap_or_else(|| DEFAULT_GRANTED.iter().map(|s| s.to_string()).collect()),
         })
     }
 
@@ -667,6 +729,19 @@ enum Target {
 impl Target {
     fn same_kind(&self, other: &Target) -> bool {
         std::mem::discriminant(self) == std::mem::discriminant(other)
+    }
+
+    /// The public target and the selector or name as the rule wrote it.
+    fn describe(&self, r: &RuleSpec) -> (super::plan::Target, String) {
+        use super::plan::Target as T;
+        let (t, given) = match self {
+            Target::Body(_) => (T::Body, &r.field),
+            Target::Query(_) => (T::Query, &r.query),
+            Target::Header(_) => (T::Header, &r.header),
+            Target::Cookie(_) => (T::Cookie, &r.cookie),
+        };
+        let written = given.as_ref().map(|s| s.get_ref().clone());
+        (t, written.unwrap_or_default())
     }
 }
 

@@ -75,10 +75,18 @@ impl Engine {
         out: &mut Vec<u8>,
         unknown: Option<&mut UnknownFields>,
     ) -> Result<Stats, EngineError> {
+        let start = out.len();
         let mut cx = self.ctx(false, std::mem::take(out), unknown);
         let res = walk(&mut cx, input);
         *out = std::mem::take(&mut cx.out);
-        res.map(|()| cx.stats)
+        res?;
+        let mut stats = cx.stats;
+        // One envelope is one event: a subject's objection withholds it all.
+        if cx.objected {
+            out.truncate(start);
+            stats.withheld_objection += 1;
+        }
+        Ok(stats)
     }
 
     /// Transforms one Sentry event as the store endpoint takes it (a JSON
@@ -93,6 +101,7 @@ impl Engine {
         out: &mut Vec<u8>,
         unknown: Option<&mut UnknownFields>,
     ) -> Result<Stats, EngineError> {
+        let start = out.len();
         let mut cx = self.ctx(false, std::mem::take(out), unknown);
         let keep = cx.rules.default_keep;
         let root = cx.auto.start(&mut cx.stack);
@@ -108,7 +117,22 @@ impl Engine {
             cx.out.extend_from_slice(b"{}");
         }
         *out = std::mem::take(&mut cx.out);
-        res.map(|_| cx.stats)
+        res?;
+        let mut stats = cx.stats;
+        if cx.objected {
+            out.truncate(start);
+            stats.withheld_objection += 1;
+            return Ok(stats);
+        }
+        if let Some(seen) = &cx.seen {
+            let mut doc = out.split_off(start);
+            let mut found = 0;
+            crate::privacy::guard::json(&mut doc, seen, cx.guard, cx.pseudo, &mut found)
+                .map_err(|leak| EngineError::at(0, Reason::Leak { path: leak.path }))?;
+            stats.leaks_scrubbed += u64::from(found);
+            out.extend_from_slice(&doc);
+        }
+        Ok(stats)
     }
 }
 
@@ -292,7 +316,23 @@ fn decide(
     let res = cx.document_at(payload, states, rule);
     *scratch = std::mem::replace(&mut cx.out, saved);
     match res {
-        Ok(true) => Ok(Some(Payload::Rewritten)),
+        Ok(true) => {
+            // The leak guard per item, before the item's length is written.
+            if let Some(seen) = &cx.seen {
+                let mut found = 0;
+                crate::privacy::guard::json(scratch, seen, cx.guard, cx.pseudo, &mut found)
+                    .map_err(|leak| {
+                        EngineError::at(
+                            payload_at,
+                            Reason::Leak {
+                                path: format!("{}.{}", head.ty, leak.path),
+                            },
+                        )
+                    })?;
+                cx.stats.leaks_scrubbed += u64::from(found);
+            }
+            Ok(Some(Payload::Rewritten))
+        }
         Ok(false) => Ok(None),
         Err(mut e) => {
             e.offset += payload_at;

@@ -32,6 +32,11 @@ pub enum Reason {
     InvalidUtf8,
     /// Not the input's fault (the system random generator failed).
     Internal,
+    /// The leak guard (refuse mode) found personal data at this path after
+    /// the rules ran.
+    Leak {
+        path: String,
+    },
 }
 
 impl fmt::Display for EngineError {
@@ -53,6 +58,7 @@ impl fmt::Display for Reason {
             Reason::LineTooLong { limit } => write!(f, "a line is longer than {limit} bytes"),
             Reason::InvalidUtf8 => f.write_str("invalid UTF-8"),
             Reason::Internal => f.write_str("internal error"),
+            Reason::Leak { path } => write!(f, "personal data left after the rules at `{path}`"),
         }
     }
 }
@@ -68,6 +74,7 @@ impl Reason {
             Reason::LineTooLong { .. } => "line_too_long",
             Reason::InvalidUtf8 => "invalid_utf8",
             Reason::Internal => "internal",
+            Reason::Leak { .. } => "leak_guard",
         }
     }
 }

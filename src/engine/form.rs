@@ -43,13 +43,35 @@ pub(crate) fn walk(cx: &mut Ctx<'_>, input: &[u8], out: &mut String) -> Result<(
         }
         let base = cx.stack.len();
         let (states, rule, dead) = cx.child(root.clone(), Step::Key(&key), keep);
+        let path = cx.unknown.as_deref_mut().map(|u| u.push_key(&key));
+        if rule.is_none() && !keep {
+            cx.note_unknown();
+        }
         if dead {
             cx.stats.dropped += 1;
         } else {
             match cx.scalar(rule, keep, states, Scalar::Str(&value)) {
                 Ok(Some(Produced::Text(t))) => {
-                    let t = t.into_owned();
-                    let shown = cx.scrub_key(&key);
+                    let shown = cx.scrub_key(&key).into_owned();
+                    let mut found = 0;
+                    let none = Vec::new();
+                    let t = crate::privacy::guard::text(
+                        &t,
+                        cx.seen.as_ref().unwrap_or(&none),
+                        cx.guard,
+                        cx.pseudo,
+                        &mut found,
+                    )
+                    .map_err(|_| {
+                        EngineError::at(
+                            at,
+                            Reason::Leak {
+                                path: shown.clone(),
+                            },
+                        )
+                    })?
+                    .into_owned();
+                    cx.stats.leaks_scrubbed += u64::from(found);
                     ser.append_pair(&shown, &t);
                     if let Some(prev) = cx.bridge.take() {
                         ser.append_pair(&format!("{shown}{}", super::BRIDGE_SUFFIX), &prev);
@@ -62,6 +84,9 @@ pub(crate) fn walk(cx: &mut Ctx<'_>, input: &[u8], out: &mut String) -> Result<(
                 Ok(None) => {}
                 Err(r) => return Err(EngineError::at(at, r)),
             }
+        }
+        if let (Some(u), Some(m)) = (cx.unknown.as_deref_mut(), path) {
+            u.pop(m);
         }
         cx.stack.truncate(base);
     }

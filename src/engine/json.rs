@@ -17,6 +17,8 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use super::error::{EngineError, Reason};
 use super::plan::{Action, Automaton, CompiledRules, RuleIdx, State, UrlSpec};
 use super::selector::Step;
+use super::spec::Kind;
+use super::unknown::UnknownFields;
 use super::{embedded, generalise, scrub, Limits, Stats};
 use crate::pseudo::Pseudonymiser;
 
@@ -25,6 +27,15 @@ pub(crate) struct Ctx<'e> {
     pub rules: &'e CompiledRules,
     pub auto: &'e Automaton,
     pub pseudo: &'e Pseudonymiser,
+    /// The objection register, for legitimate-interest purposes.
+    pub objections: Option<&'e crate::privacy::objections::Objections>,
+    /// Set when a pseudonymised email or id belongs to a subject who
+    /// objected: the whole event is withheld.
+    pub objected: bool,
+    /// Raw values pseudonymised in this event, for the leak guard; `None`
+    /// when the guard is off.
+    pub seen: Option<crate::privacy::guard::Seen>,
+    pub guard: crate::privacy::guard::LeakMode,
     /// Set while a rotation is being bridged.
     pub previous: Option<&'e Pseudonymiser>,
     /// The previous version's token of the value just produced, when its rule
@@ -38,6 +49,9 @@ pub(crate) struct Ctx<'e> {
     /// Set before a visitor returns a custom error, so the caller can report
     /// the real reason (serde's custom errors carry only a message).
     pub fail: Option<Reason>,
+    /// Opt-in unknown-field report: when set, the walk keeps the path it is
+    /// on and records every member dropped because no rule named it.
+    pub unknown: Option<&'e mut UnknownFields>,
 }
 
 /// A value produced for a scalar.
@@ -159,6 +173,16 @@ impl<'e> Ctx<'e> {
             (Action::Pseudonymise(spec), v) => {
                 let text = scalar_text(v);
                 let out = self.pseudo.apply(spec, &text);
+                if let Some(objections) = self.objections {
+                    if objections.contains(spec.kind, &text) {
+                        self.objected = true;
+                    }
+                }
+                if let (Some(seen), Some(token)) = (self.seen.as_mut(), out.as_ref()) {
+                    if matches!(spec.kind, Kind::Email | Kind::Name | Kind::Id | Kind::Phone) {
+                        seen.push((text.clone().into_owned(), token.clone()));
+                    }
+                }
                 if spec.bridge {
                     self.bridge = self.previous.and_then(|p| p.apply(spec, &text));
                 }
@@ -254,6 +278,14 @@ impl<'e> Ctx<'e> {
         let out = scrub::scrub(self.pseudo, &KEY_TEXT, key, &mut found);
         self.stats.scrubbed += u64::from(found.replaced);
         out
+    }
+
+    /// Records the node the walk is on as dropped-because-unnamed.
+    #[inline]
+    pub(crate) fn note_unknown(&mut self) {
+        if let Some(u) = self.unknown.as_deref_mut() {
+            u.record_here();
+        }
     }
 
     fn count(&mut self, ok: bool, field: impl FnOnce(&mut Stats) -> &mut u64) {
@@ -378,6 +410,9 @@ impl<'de> DeserializeSeed<'de> for Node<'_, '_> {
 impl Node<'_, '_> {
     fn emit<E: de::Error>(self, v: Scalar<'_>) -> Result<bool, E> {
         let cx = self.cx;
+        if self.rule.is_none() && !self.keep && !self.root {
+            cx.note_unknown();
+        }
         if let Scalar::Str(s) = v {
             if s.len() > cx.limits.max_string_len {
                 return Err(cx.raise(Reason::StringTooLong {
@@ -455,9 +490,13 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
         while let Some(key) = map.next_key_seed(KeySeed)? {
             let base = cx.stack.len();
             let (states, rule, dead) = cx.child(self.states.clone(), Step::Key(&key), keep);
+            let path = cx.unknown.as_deref_mut().map(|u| u.push_key(&key));
             if dead {
                 map.next_value::<IgnoredAny>()?;
                 cx.stats.dropped += 1;
+                if rule.is_none() {
+                    cx.note_unknown();
+                }
             } else {
                 let entry = cx.out.len();
                 if !empty {
@@ -486,6 +525,9 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
                     cx.out.truncate(entry);
                 }
             }
+            if let (Some(u), Some(m)) = (cx.unknown.as_deref_mut(), path) {
+                u.pop(m);
+            }
             cx.stack.truncate(base);
         }
         cx.depth -= 1;
@@ -513,10 +555,14 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
         loop {
             let base = cx.stack.len();
             let (states, rule, dead) = cx.child(self.states.clone(), Step::Index(i), keep);
+            let path = cx.unknown.as_deref_mut().map(|u| u.push_index());
             let more = if dead {
                 let skipped = seq.next_element::<IgnoredAny>()?;
                 if skipped.is_some() {
                     cx.stats.dropped += 1;
+                    if rule.is_none() {
+                        cx.note_unknown();
+                    }
                 }
                 skipped.is_some()
             } else {
@@ -545,6 +591,9 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
                     }
                 }
             };
+            if let (Some(u), Some(m)) = (cx.unknown.as_deref_mut(), path) {
+                u.pop(m);
+            }
             cx.stack.truncate(base);
             if !more {
                 break;

@@ -27,6 +27,7 @@ pub mod scrub;
 pub mod selector;
 pub mod spec;
 pub mod sse;
+pub mod unknown;
 
 use std::sync::Arc;
 
@@ -35,6 +36,7 @@ pub use error::{EngineError, Reason};
 pub use ndjson::NdjsonStream;
 pub use plan::{Action, CompiledRules, Purpose, Retention};
 pub use sse::SseStream;
+pub use unknown::{UnknownFields, UnknownTally};
 
 use crate::keyring::{KeyError, KeySource};
 use crate::pseudo::Pseudonymiser;
@@ -68,7 +70,7 @@ pub struct Limits {
 
 /// Highest accepted `max_depth`: the walk recurses once per level, and this
 /// keeps it far inside a 2 MiB thread stack.
-pub const MAX_DEPTH_CEILING: usize = 1024;
+pub const MAX_DEPTH_CEILING: usize = 512;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -94,6 +96,12 @@ pub struct Stats {
     pub decoded: u64,
     /// Values turned into reversible tokens.
     pub encrypted: u64,
+    /// Events withheld: no consent.
+    pub withheld_consent: u64,
+    /// Events withheld: the subject objected.
+    pub withheld_objection: u64,
+    /// Personal values the leak guard found after the rules and scrubbed.
+    pub leaks_scrubbed: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -106,6 +114,9 @@ impl std::ops::AddAssign for Stats {
         self.replaced += o.replaced;
         self.decoded += o.decoded;
         self.encrypted += o.encrypted;
+        self.withheld_consent += o.withheld_consent;
+        self.withheld_objection += o.withheld_objection;
+        self.leaks_scrubbed += o.leaks_scrubbed;
     }
 }
 
@@ -118,6 +129,8 @@ pub struct Engine {
     limits: Limits,
     /// The previous key version's pseudonymiser, for rules that bridge.
     previous: Option<Pseudonymiser>,
+    guard: crate::privacy::guard::LeakMode,
+    objections: Option<Arc<crate::privacy::objections::Objections>>,
 }
 
 /// The suffix of the member that carries a bridged (previous-version) token.
@@ -140,6 +153,8 @@ impl Engine {
             pseudo,
             limits,
             previous: None,
+            guard: crate::privacy::guard::LeakMode::Off,
+            objections: None,
         })
     }
 
@@ -169,8 +184,21 @@ impl Engine {
         self.pseudo.version()
     }
 
-    fn ctx(&self, query: bool, out: Vec<u8>) -> Ctx<'_> {
+    fn ctx<'a>(
+        &'a self,
+        query: bool,
+        out: Vec<u8>,
+        mut unknown: Option<&'a mut UnknownFields>,
+    ) -> Ctx<'a> {
+        if let Some(u) = unknown.as_deref_mut() {
+            u.begin(if query {
+                plan::Target::Query
+            } else {
+                plan::Target::Body
+            });
+        }
         Ctx {
+            unknown,
             rules: &self.rules,
             auto: if query {
                 &self.rules.query
@@ -180,6 +208,10 @@ impl Engine {
             pseudo: &self.pseudo,
             previous: self.previous.as_ref(),
             bridge: None,
+            objections: self.objections.as_deref(),
+            objected: false,
+            seen: (self.guard != crate::privacy::guard::LeakMode::Off).then(Vec::new),
+            guard: self.guard,
             limits: &self.limits,
             stack: Vec::with_capacity(32),
             depth: 0,
@@ -197,20 +229,43 @@ impl Engine {
         input: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<Stats, EngineError> {
+        self.transform_with(format, input, out, None)
+    }
+
+    /// [`transform`](Self::transform), also recording in `unknown` the
+    /// names (never the values) of the members dropped because no rule
+    /// named them. The plain transform does none of this work.
+    pub fn transform_reporting(
+        &self,
+        format: Format,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        unknown: &mut UnknownFields,
+    ) -> Result<Stats, EngineError> {
+        self.transform_with(format, input, out, Some(unknown))
+    }
+
+    fn transform_with(
+        &self,
+        format: Format,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        mut unknown: Option<&mut UnknownFields>,
+    ) -> Result<Stats, EngineError> {
         match format {
-            Format::Json => self.json(input, out),
-            Format::SentryEnvelope => self.envelope(input, out),
-            Format::SentryEvent => self.sentry_event(input, out),
+            Format::Json => self.json_with(input, out, unknown),
+            Format::SentryEnvelope => self.envelope_with(input, out, unknown),
+            Format::SentryEvent => self.sentry_event_with(input, out, unknown),
             Format::Ndjson => {
                 let mut s = NdjsonStream::new();
-                s.push(self, input, out)?;
-                s.finish(self, out)
+                s.push_with(self, input, out, unknown.as_deref_mut())?;
+                s.finish_with(self, out, unknown)
             }
             Format::Form => {
                 let text = std::str::from_utf8(input)
                     .map_err(|e| EngineError::at(e.valid_up_to(), Reason::InvalidUtf8))?;
                 let mut s = String::with_capacity(text.len());
-                let stats = self.form_str(text, &mut s, false)?;
+                let stats = self.form_str(text, &mut s, false, unknown)?;
                 out.extend_from_slice(s.as_bytes());
                 Ok(stats)
             }
@@ -218,22 +273,140 @@ impl Engine {
     }
 
     /// One JSON document.
+    ///
+    /// An event withheld for missing consent or an objection writes nothing
+    /// and is counted in [`Stats::withheld_consent`] or
+    /// [`Stats::withheld_objection`]. The leak guard runs on what remains.
     pub fn json(&self, input: &[u8], out: &mut Vec<u8>) -> Result<Stats, EngineError> {
-        let mut cx = self.ctx(false, std::mem::take(out));
+        self.json_with(input, out, None)
+    }
+
+    /// [`json`](Self::json) with an optional unknown-field collector.
+    pub(crate) fn json_with(
+        &self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        unknown: Option<&mut UnknownFields>,
+    ) -> Result<Stats, EngineError> {
+        let start = out.len();
+        let mut cx = self.ctx(false, std::mem::take(out), unknown);
         let res = cx.document(input);
         *out = cx.out;
-        res.map(|()| cx.stats)
+        res?;
+        let mut stats = cx.stats;
+        if cx.objected {
+            out.truncate(start);
+            stats.withheld_objection += 1;
+            return Ok(stats);
+        }
+        let per_event = self
+            .rules
+            .consent
+            .as_ref()
+            .filter(|c| matches!(c.signal, crate::privacy::consent::Signal::Field(_)));
+        if let Some(consent) = per_event {
+            let granted = serde_json::from_slice::<serde_json::Value>(input)
+                .is_ok_and(|v| consent.event_granted(&v));
+            if !granted {
+                out.truncate(start);
+                stats.withheld_consent += 1;
+                return Ok(stats);
+            }
+        }
+        if let Some(seen) = &cx.seen {
+            let mut doc = out.split_off(start);
+            let mut found = 0;
+            crate::privacy::guard::json(&mut doc, seen, self.guard, &self.pseudo, &mut found)
+                .map_err(|leak| EngineError::at(0, Reason::Leak { path: leak.path }))?;
+            stats.leaks_scrubbed += u64::from(found);
+            out.extend_from_slice(&doc);
+        }
+        Ok(stats)
+    }
+
+    /// Scans a text about to leave (a header value, a form or query value)
+    /// with the leak guard. `Err` in refuse mode when something was found.
+    pub fn guard_text<'t>(
+        &self,
+        t: &'t str,
+        stats: &mut Stats,
+    ) -> Result<std::borrow::Cow<'t, str>, EngineError> {
+        let mut found = 0;
+        let out = crate::privacy::guard::text(t, &Vec::new(), self.guard, &self.pseudo, &mut found)
+            .map_err(|_| {
+                EngineError::at(
+                    0,
+                    Reason::Leak {
+                        path: "value".into(),
+                    },
+                )
+            })?;
+        stats.leaks_scrubbed += u64::from(found);
+        Ok(out)
+    }
+
+    /// Sets the leak guard's mode (off by default at this level; the proxy
+    /// turns it on per route).
+    pub fn with_guard(mut self, mode: crate::privacy::guard::LeakMode) -> Self {
+        self.guard = mode;
+        self
+    }
+
+    /// Withholds events of subjects in the objection register, for
+    /// legitimate-interest purposes only.
+    pub fn with_objections(
+        mut self,
+        register: Option<Arc<crate::privacy::objections::Objections>>,
+    ) -> Self {
+        let applies = self.rules.purpose.legal_basis == spec::LegalBasis::LegitimateInterest;
+        self.objections = register.filter(|r| applies && !r.is_empty());
+        self
     }
 
     /// A query string (without `?`), by the file's `query` rules.
     pub fn query(&self, query: &str, out: &mut String) -> Result<Stats, EngineError> {
-        self.form_str(query, out, true)
+        self.form_str(query, out, true, None)
     }
 
-    fn form_str(&self, input: &str, out: &mut String, query: bool) -> Result<Stats, EngineError> {
-        let mut cx = self.ctx(query, Vec::new());
+    /// [`query`](Self::query), recording unnamed parameters in `unknown`.
+    pub fn query_reporting(
+        &self,
+        query: &str,
+        out: &mut String,
+        unknown: &mut UnknownFields,
+    ) -> Result<Stats, EngineError> {
+        self.form_str(query, out, true, Some(unknown))
+    }
+
+    fn form_str(
+        &self,
+        input: &str,
+        out: &mut String,
+        query: bool,
+        unknown: Option<&mut UnknownFields>,
+    ) -> Result<Stats, EngineError> {
+        let start = out.len();
+        let mut cx = self.ctx(query, Vec::new(), unknown);
         form::walk(&mut cx, input.as_bytes(), out)?;
-        Ok(cx.stats)
+        let mut stats = cx.stats;
+        // A form body is one event: withheld whole, like a JSON document.
+        let field_consent =
+            self.rules.consent.as_ref().filter(|c| {
+                !query && matches!(c.signal, crate::privacy::consent::Signal::Field(_))
+            });
+        if cx.objected {
+            out.truncate(start);
+            stats.withheld_objection += 1;
+        } else if let Some(consent) = field_consent {
+            let pairs: Vec<(String, String)> = form_urlencoded::parse(input.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            if !consent.form_granted(&pairs) {
+                out.truncate(start);
+                stats.withheld_consent += 1;
+            }
+        }
+        Ok(stats)
     }
 
     /// A header value by the file's `header` rules. `None`: do not forward.
@@ -245,6 +418,16 @@ impl Engine {
     /// A `Cookie` header by the file's `cookie` rules, cookie by cookie.
     /// `None` when no cookie is left.
     pub fn cookies(&self, header: &str) -> Option<String> {
+        self.cookies_reporting(header, None)
+    }
+
+    /// [`cookies`](Self::cookies), recording in `unknown` the names of the
+    /// cookies dropped because no rule named them.
+    pub fn cookies_reporting(
+        &self,
+        header: &str,
+        mut unknown: Option<&mut UnknownFields>,
+    ) -> Option<String> {
         let mut out = String::new();
         for pair in header.split(';') {
             let pair = pair.trim();
@@ -253,6 +436,11 @@ impl Engine {
                 continue;
             }
             let idx = self.rules.cookies.get(name).copied();
+            if idx.is_none() && !self.rules.default_keep {
+                if let Some(u) = unknown.as_deref_mut() {
+                    u.record(plan::Target::Cookie, name);
+                }
+            }
             if let Some(v) = self.single(idx, value) {
                 if !out.is_empty() {
                     out.push_str("; ");
@@ -266,15 +454,19 @@ impl Engine {
     }
 
     fn single(&self, idx: Option<plan::RuleIdx>, value: &str) -> Option<String> {
-        let mut cx = self.ctx(false, Vec::new());
+        let mut cx = self.ctx(false, Vec::new(), None);
         if idx.is_none() && !self.rules.default_keep {
             return None;
         }
-        match cx.scalar(idx, self.rules.default_keep, 0..0, Scalar::Str(value)) {
-            Ok(Some(Produced::Text(t))) => Some(t.into_owned()),
-            Ok(Some(Produced::Literal(l))) => Some(String::from_utf8_lossy(&l).into_owned()),
-            _ => None,
-        }
+        let out = match cx.scalar(idx, self.rules.default_keep, 0..0, Scalar::Str(value)) {
+            Ok(Some(Produced::Text(t))) => t.into_owned(),
+            Ok(Some(Produced::Literal(l))) => String::from_utf8_lossy(&l).into_owned(),
+            _ => return None,
+        };
+        // A header the guard refuses is not forwarded (fail closed).
+        self.guard_text(&out, &mut Stats::default())
+            .ok()
+            .map(|t| t.into_owned())
     }
 }
 
@@ -289,7 +481,7 @@ mod tests {
             r#"
 [purpose]
 id = "p"
-legal_basis = "consent"
+legal_basis = "contract"
 retention = "1 day"
 recipient = "r"
 [[rule]]

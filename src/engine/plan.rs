@@ -22,6 +22,8 @@ pub struct CompiledRules {
     pub(crate) headers: HashMap<String, RuleIdx>,
     pub(crate) cookies: HashMap<String, RuleIdx>,
     pub(crate) default_keep: bool,
+    /// The consent signal of a consent purpose.
+    pub consent: Option<crate::privacy::consent::ConsentSpec>,
 }
 
 /// The record of processing a rule file states.
@@ -63,9 +65,45 @@ pub type RuleIdx = u16;
 pub(crate) struct CompiledRule {
     /// `id` from the file, or `rule[N]` (1-based) when it had none.
     pub id: String,
+    /// What the rule applies to and its selector (or name) as written: kept
+    /// for the records of processing (`scrim ropa`), unused on the hot path.
+    pub target: Target,
+    pub selector: String,
     pub action: Action,
     /// Ranks rules that match one node: higher wins.
     pub rank: Rank,
+}
+
+/// The part of a request a rule (or an unnamed field) belongs to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    /// JSON, NDJSON lines, form fields (`field = ...`).
+    #[default]
+    Body,
+    Query,
+    Header,
+    Cookie,
+}
+
+impl Target {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Body => "body",
+            Target::Query => "query",
+            Target::Header => "header",
+            Target::Cookie => "cookie",
+        }
+    }
+}
+
+/// One rule as the records of processing show it.
+#[derive(Clone, Copy, Debug)]
+pub struct RuleView<'a> {
+    pub id: &'a str,
+    pub target: Target,
+    /// The selector (body, query) or name (header, cookie) as written.
+    pub selector: &'a str,
+    pub action: &'a Action,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -163,9 +201,15 @@ impl CompiledRules {
         self.rules.len()
     }
 
-    /// Rule ids and actions, in file order, for `check` and the demo.
-    pub fn describe(&self) -> impl Iterator<Item = (&str, &Action)> {
-        self.rules.iter().map(|r| (r.id.as_str(), &r.action))
+    /// Every rule in file order: id, target, selector as written, action
+    /// with its options. For `check`, the demo and `scrim ropa`.
+    pub fn describe(&self) -> impl Iterator<Item = RuleView<'_>> {
+        self.rules.iter().map(|r| RuleView {
+            id: r.id.as_str(),
+            target: r.target,
+            selector: r.selector.as_str(),
+            action: &r.action,
+        })
     }
 
     pub fn header_rule(&self, name: &str) -> Option<&Action> {

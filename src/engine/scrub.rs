@@ -98,6 +98,36 @@ pub fn scrub<'a>(
     Cow::Owned(out)
 }
 
+/// The kind of the first personal value found in `text` (`"url"`,
+/// `"email"`, `"ip"`, `"phone"`), by the same detection as [`scrub`], without
+/// replacing anything. For naming object keys that are themselves personal.
+pub(crate) fn personal_kind(text: &str) -> Option<&'static str> {
+    let bytes = text.as_bytes();
+    let digits = bytes.iter().filter(|b| b.is_ascii_digit()).count();
+    if digits < 8 && !bytes.iter().any(|&b| b == b'@' || b == b':' || b == b'.') {
+        return None;
+    }
+    for caps in DETECTOR.captures_iter(text) {
+        let s = caps.get(0).expect("group 0 always matches").as_str();
+        if caps.name("url").is_some() {
+            return Some("url");
+        } else if caps.name("email").is_some() {
+            return Some("email");
+        } else if caps.name("ip6").is_some() {
+            if ip6_prefix(s).is_some() {
+                return Some("ip");
+            }
+        } else if caps.name("ip4").is_some() {
+            if s.parse::<IpAddr>().is_ok() {
+                return Some("ip");
+            }
+        } else if phone(s).is_some() {
+            return Some("phone");
+        }
+    }
+    None
+}
+
 fn ip6_prefix(mut s: &str) -> Option<&str> {
     loop {
         if s.parse::<std::net::Ipv6Addr>().is_ok() {

@@ -293,7 +293,7 @@ impl fmt::Display for Selector {
     }
 }
 
-fn is_plain(k: &str) -> bool {
+pub(crate) fn is_plain(k: &str) -> bool {
     !k.is_empty()
         && !k
             .chars()

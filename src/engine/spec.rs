@@ -52,6 +52,23 @@ pub struct PurposeSpec {
     /// What happens to everything no rule names. `drop` unless written.
     #[serde(default)]
     pub default: Default,
+    /// The consent signal; required when `legal_basis = "consent"`.
+    pub consent: Option<Spanned<ConsentFile>>,
+}
+
+/// `[purpose.consent]`: where a request says whether the subject consented.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentFile {
+    /// A request header, e.g. "x-consent-analytics".
+    pub header: Option<String>,
+    /// A cookie, e.g. "consent_analytics".
+    pub cookie: Option<String>,
+    /// A body selector, decided per event, e.g. "context.consent.analytics".
+    pub field: Option<Spanned<String>>,
+    /// Values meaning "granted" (case-insensitive); default "1", "true",
+    /// "yes", "granted", "opt-in".
+    pub granted: Option<Vec<String>>,
 }
 
 /// GDPR art. 6(1) legal bases.

@@ -207,7 +207,7 @@ fn new_version(kek: &Kek, id: u32, created: DateTime<Utc>) -> Result<StoredVersi
 }
 
 /// An exclusive lock on `<ring>.lock`, released on drop.
-fn lock(path: &Path) -> Result<File, KeyRingError> {
+pub(crate) fn lock(path: &Path) -> Result<File, KeyRingError> {
     let mut name = path
         .file_name()
         .map(|n| n.to_os_string())

@@ -126,18 +126,24 @@ pub fn write(path: &Path, kek: &Kek, versions: &[StoredVersion]) -> Result<(), K
         mac: BASE64.encode(&mac_of(kek, versions)),
     };
     let bytes = serde_json::to_vec_pretty(&file).expect("the ring serialises");
-    let io = |source| KeyRingError::Io {
+    write_atomic(path, &bytes).map_err(|source| KeyRingError::Io {
         path: path.display().to_string(),
         source,
-    };
+    })
+}
+
+/// Replaces `path` with `bytes` atomically and durably, owner-only: a
+/// temporary file beside it, fsync, rename, fsync of the directory. Shared
+/// by every file scrim keeps state in.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = temp_path(path);
     {
-        let mut f = create_private(&tmp).map_err(io)?;
-        f.write_all(&bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
+        let mut f = create_private(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
     }
     fail_point("after-temp-write");
-    fs::rename(&tmp, path).map_err(io)?;
+    fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         // The rename is durable only once the directory is.
         if let Ok(d) = File::open(dir) {

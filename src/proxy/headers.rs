@@ -14,7 +14,8 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::engine::Engine;
+use crate::engine::unknown::Target;
+use crate::engine::{Engine, UnknownFields};
 
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -42,6 +43,26 @@ pub fn request_headers(
     peer: IpAddr,
     strip_accept_encoding: bool,
 ) -> HeaderMap {
+    request_headers_reporting(incoming, engine, peer, strip_accept_encoding, None)
+}
+
+/// [`request_headers`], recording in `unknown` the names of the headers
+/// and cookies dropped because no rule named them.
+pub fn request_headers_reporting(
+    incoming: &HeaderMap,
+    engine: &Engine,
+    peer: IpAddr,
+    strip_accept_encoding: bool,
+    mut unknown: Option<&mut UnknownFields>,
+) -> HeaderMap {
+    let rules = engine.rules();
+    let mut unnamed = |name: &str| {
+        if let Some(u) = unknown.as_deref_mut() {
+            if !rules.default_keep() && rules.header_rule(name).is_none() {
+                u.record(Target::Header, name);
+            }
+        }
+    };
     let mut out = HeaderMap::with_capacity(incoming.len());
     let named_by_connection = connection_tokens(incoming);
     for (name, value) in incoming {
@@ -53,6 +74,9 @@ pub fn request_headers(
             || n == "content-encoding"
             || n == "x-forwarded-for"
         {
+            if n == "x-forwarded-for" {
+                unnamed(n);
+            }
             continue;
         }
         if FRAMING.contains(name) {
@@ -61,13 +85,14 @@ pub fn request_headers(
             }
             continue;
         }
+        if name == header::COOKIE {
+            continue; // all Cookie fields at once, below
+        }
+        unnamed(n);
         let Ok(text) = value.to_str() else {
             // Non-ASCII header values cannot be rewritten safely: dropped.
             continue;
         };
-        if name == header::COOKIE {
-            continue; // all Cookie fields at once, below
-        }
         if let Some(v) = engine
             .header(n, text)
             .and_then(|v| HeaderValue::from_str(&v).ok())
@@ -84,7 +109,7 @@ pub fn request_headers(
         .collect();
     if !cookies.is_empty() && !named_by_connection.iter().any(|t| t == "cookie") {
         if let Some(v) = engine
-            .cookies(&cookies.join("; "))
+            .cookies_reporting(&cookies.join("; "), unknown)
             .and_then(|v| HeaderValue::from_str(&v).ok())
         {
             out.insert(header::COOKIE, v);

@@ -39,7 +39,8 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use tracing::{debug, warn};
 
-use crate::engine::{Format, NdjsonStream, SseStream};
+use crate::engine::{Format, NdjsonStream, SseStream, UnknownFields};
+use crate::privacy::consent::Decision;
 use crate::snapshot::{Route, Runtime, Snapshot};
 use body::{FailureSlot, LineTransform, StreamingBody};
 use encoding::Coding;
@@ -73,7 +74,7 @@ impl ProxyService {
         // lands meanwhile applies to the next request, not to this one.
         let snap = self.runtime.snapshot();
         let method = req.method().clone();
-        match proxy(&snap, req, peer).await {
+        match proxy(&self.runtime, &snap, req, peer).await {
             Ok(res) => {
                 debug!(%method, status = res.status().as_u16(), "forwarded");
                 Ok(res)
@@ -87,6 +88,7 @@ impl ProxyService {
 }
 
 async fn proxy(
+    rt: &Runtime,
     snap: &Snapshot,
     req: Request<Incoming>,
     peer: SocketAddr,
@@ -108,10 +110,28 @@ async fn proxy(
         .ok_or(ProxyError::NoRoute)?;
     let engine = &route.engine;
 
+    // --- phase 1b: consent ------------------------------------------------
+    // A consent purpose without consent (or with `Sec-GPC: 1`) forwards
+    // nothing, and still answers success so that SDKs do not retry.
+    if let Some(consent) = &engine.rules().consent {
+        if consent.decide(req.headers()) == Decision::Refused {
+            rt.privacy
+                .withheld_consent
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            debug!(route = route.cfg.index, "withheld: no consent");
+            return Ok(withheld());
+        }
+    }
+
     // --- phase 2: query -----------------------------------------------------
+    // The names (never the values) of what no rule named, for the
+    // unknown-field report; allocates only when there is something to note.
+    let mut unknown = UnknownFields::new();
     let mut query = String::new();
     if let Some(q) = req.uri().query().filter(|q| !q.is_empty()) {
-        engine.query(q, &mut query).map_err(ProxyError::Malformed)?;
+        engine
+            .query_reporting(q, &mut query, &mut unknown)
+            .map_err(|e| refused(rt, e))?;
     }
     let upstream = &route.cfg.upstream;
     let mut path_and_query = format!(
@@ -132,11 +152,12 @@ async fn proxy(
 
     // --- phase 3: headers ---------------------------------------------------
     let (parts, incoming) = req.into_parts();
-    let mut headers = headers::request_headers(
+    let mut headers = headers::request_headers_reporting(
         &parts.headers,
         engine,
         peer.ip(),
         route.response_engine.is_some(),
+        Some(&mut unknown),
     );
 
     // --- phase 4: body ------------------------------------------------------
@@ -164,7 +185,9 @@ async fn proxy(
                 let streaming = StreamingBody::new(
                     incoming,
                     engine.clone(),
-                    LineTransform::Ndjson(NdjsonStream::new()),
+                    LineTransform::Ndjson(
+                        NdjsonStream::new().reporting_to(rt.unknown_tally(&route.cfg)),
+                    ),
                     coding,
                     limits.max_decoded_bytes,
                     limits.body_timeout,
@@ -182,9 +205,21 @@ async fn proxy(
                     body::collect(incoming, limits.max_body_bytes, limits.body_timeout).await?;
                 let decoded = encoding::decode_all(coding, &raw, limits.max_decoded_bytes)?;
                 let mut out = Vec::with_capacity(decoded.len());
-                engine
-                    .transform(format, &decoded, &mut out)
-                    .map_err(ProxyError::Malformed)?;
+                let stats = engine
+                    .transform_reporting(format, &decoded, &mut out, &mut unknown)
+                    .map_err(|e| refused(rt, e))?;
+                rt.privacy.add(&stats);
+                if let Some(candidate) = &route.shadow_engine {
+                    // The candidate's output is compared, never forwarded.
+                    let mut shadow = Vec::with_capacity(out.len());
+                    let ok = candidate.transform(format, &decoded, &mut shadow).is_ok();
+                    rt.shadow
+                        .record(route.cfg.index, &out, ok.then_some(shadow.as_slice()));
+                }
+                if out.is_empty() && stats.withheld_consent + stats.withheld_objection > 0 {
+                    debug!(route = route.cfg.index, "withheld: consent or objection");
+                    return Ok(withheld());
+                }
                 let encoded = encoding::encode_all(coding, &out);
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(encoded.len()));
                 Full::new(Bytes::from(encoded))
@@ -195,6 +230,9 @@ async fn proxy(
     };
     for (name, value) in &upstream.headers {
         headers.insert(name.clone(), value.clone());
+    }
+    if !unknown.is_empty() {
+        rt.unknown_tally(&route.cfg).merge(&unknown);
     }
 
     // --- phase 5: forward ---------------------------------------------------
@@ -293,6 +331,35 @@ async fn proxy(
             .map_err(|never| match never {})
             .boxed_unsync(),
     ))
+}
+
+/// The answer to a request withheld for consent or an objection: success,
+/// so clients do not retry, and nothing forwarded.
+fn withheld() -> Response<BoxBody> {
+    let mut res = Response::new(
+        Full::new(Bytes::from_static(b"{}"))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+/// An engine error as the client sees it: the leak guard's refusal is 422,
+/// everything else a malformed body.
+fn refused(rt: &Runtime, e: crate::engine::EngineError) -> ProxyError {
+    match e.reason {
+        crate::engine::Reason::Leak { path } => {
+            rt.privacy
+                .leaks_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ProxyError::Leak { path }
+        }
+        _ => ProxyError::Malformed(e),
+    }
 }
 
 /// The media type without parameters, lower-cased.

@@ -27,6 +27,8 @@ pub enum ProxyError {
     BodyTooLarge { limit: u64 },
     #[error("decoded body larger than {limit} bytes")]
     DecodedTooLarge { limit: u64 },
+    #[error("personal data remained after the rules at `{path}`; nothing was forwarded")]
+    Leak { path: String },
     #[error("the compressed body is corrupt")]
     BadEncoding,
     #[error("the client did not send the body in time")]
@@ -57,6 +59,7 @@ impl ProxyError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Leak { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             // Nobody reads this one; 400 keeps the logs honest.
             ProxyError::ClientGone => StatusCode::BAD_REQUEST,
             ProxyError::UpstreamUnreachable | ProxyError::UpstreamBadResponse => {
@@ -78,6 +81,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::DecodedTooLarge { .. } => "decoded_too_large",
             ProxyError::BadEncoding => "bad_encoding",
+            ProxyError::Leak { .. } => "leak_guard",
             ProxyError::ClientTimeout => "client_timeout",
             ProxyError::ClientGone => "client_gone",
             ProxyError::UpstreamUnreachable => "upstream_unreachable",

@@ -240,6 +240,12 @@ impl Pseudonymiser {
     }
 }
 
+/// A 32-byte key for `label` derived from a root key (HKDF), for uses
+/// outside pseudonyms (the objection register on a development key).
+pub(crate) fn derive_key(root: &KeyMaterial, label: &str) -> zeroize::Zeroizing<[u8; 32]> {
+    hmac::derive(root, &["derived", label])
+}
+
 /// The key version and payload of a reversible token.
 pub fn parse_encrypted(token: &str) -> Option<(u32, &str)> {
     let rest = token.trim().strip_prefix('e')?;

@@ -213,7 +213,10 @@ async fn run_async(a: DemoArgs) -> anyhow::Result<ExitCode> {
                 "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0",
             )
             .header("x-forwarded-for", "198.51.100.23")
-            .header(header::COOKIE, "session=8c1f2e; _ga=GA1.2.3")
+            .header(
+                header::COOKIE,
+                "session=8c1f2e; _ga=GA1.2.3; consent_analytics=granted",
+            )
             .header("x-participant-email", "søren.ødegård@example.dk");
         if compressed {
             req = req.header(header::CONTENT_ENCODING, "gzip");

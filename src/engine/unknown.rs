@@ -1,0 +1,362 @@
+//! The unknown-field report: the names, never the values, of the body
+//! members, query parameters, headers and cookies that arrived and were
+//! dropped because no rule named them (not those an explicit `drop` rule
+//! removed). It tells the privacy officer what the platform sends that the
+//! records of processing do not cover, so the rules can follow the traffic.
+//!
+//! Opt-in: a walk given an [`UnknownFields`] keeps the path of the node it
+//! is on and records each dropped unnamed member; a walk without one does
+//! no extra work and allocates nothing for it.
+//!
+//! Names are shown as selectors (`batch[*].context.foo`, `props."a b"`),
+//! array indices normalised to `[*]`, and a key that is itself personal (a
+//! map keyed by email or IP) or longer than [`MAX_KEY_LEN`] characters is
+//! replaced by a placeholder (`<email>`, `<ip>`, `<phone>`, `<url>`,
+//! `<long>`). At most [`MAX_PATHS`] distinct names are kept; the rest are
+//! counted as overflow.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub use super::plan::Target;
+use super::{scrub, selector};
+
+/// Distinct names kept per collector and per route.
+pub const MAX_PATHS: usize = 256;
+/// Longer keys are shown as `<long>`.
+pub const MAX_KEY_LEN: usize = 64;
+
+/// Unnamed fields dropped by one or more transforms, with the path of the
+/// node the walk is on.
+#[derive(Debug, Default)]
+pub struct UnknownFields {
+    /// Raw key text of the current path's key segments, back to back.
+    buf: String,
+    segs: Vec<Seg>,
+    /// Per target (`Target as usize`), name -> count.
+    counts: [HashMap<String, u64>; 4],
+    distinct: usize,
+    overflow: u64,
+    /// What the walk in progress reads (body or query).
+    target: Target,
+    /// The name being recorded, reused so a name seen before costs no
+    /// allocation.
+    scratch: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Seg {
+    /// `buf[start..end]`.
+    Key {
+        start: usize,
+        end: usize,
+    },
+    Index,
+}
+
+/// Where the path was before a push; `pop` restores it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mark {
+    segs: usize,
+    buf: usize,
+}
+
+impl UnknownFields {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets what the next walk reads and starts its path at the root.
+    pub(crate) fn begin(&mut self, target: Target) {
+        self.target = target;
+        self.buf.clear();
+        self.segs.clear();
+    }
+
+    pub(crate) fn push_key(&mut self, key: &str) -> Mark {
+        let mark = self.mark();
+        let start = self.buf.len();
+        self.buf.push_str(key);
+        self.segs.push(Seg::Key {
+            start,
+            end: self.buf.len(),
+        });
+        mark
+    }
+
+    pub(crate) fn push_index(&mut self) -> Mark {
+        let mark = self.mark();
+        self.segs.push(Seg::Index);
+        mark
+    }
+
+    pub(crate) fn pop(&mut self, m: Mark) {
+        self.segs.truncate(m.segs);
+        self.buf.truncate(m.buf);
+    }
+
+    fn mark(&self) -> Mark {
+        Mark {
+            segs: self.segs.len(),
+            buf: self.buf.len(),
+        }
+    }
+
+    /// Records the node the walk is on (nothing at the document root).
+    pub(crate) fn record_here(&mut self) {
+        if self.segs.is_empty() {
+            return;
+        }
+        let mut name = std::mem::take(&mut self.scratch);
+        name.clear();
+        for (i, seg) in self.segs.iter().enumerate() {
+            match *seg {
+                Seg::Index => name.push_str("[*]"),
+                Seg::Key { start, end } => {
+                    if i > 0 {
+                        name.push('.');
+                    }
+                    push_key(&mut name, &self.buf[start..end]);
+                }
+            }
+        }
+        self.add(self.target, &name);
+        self.scratch = name;
+    }
+
+    /// Records a header or cookie name (or a top-level field) dropped
+    /// because no rule named it.
+    pub fn record(&mut self, target: Target, name: &str) {
+        self.add(target, &shown_key(name));
+    }
+
+    fn add(&mut self, target: Target, name: &str) {
+        let counts = &mut self.counts[target as usize];
+        if let Some(c) = counts.get_mut(name) {
+            *c = c.saturating_add(1);
+        } else if self.distinct < MAX_PATHS {
+            counts.insert(name.to_owned(), 1);
+            self.distinct += 1;
+        } else {
+            self.overflow = self.overflow.saturating_add(1);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.distinct == 0 && self.overflow == 0
+    }
+
+    /// Occurrences that did not fit under [`MAX_PATHS`] distinct names.
+    pub fn overflow(&self) -> u64 {
+        self.overflow
+    }
+
+    /// `(target, name, count)`, sorted by target then name.
+    pub fn fields(&self) -> Vec<(Target, &str, u64)> {
+        const TARGETS: [Target; 4] = [Target::Body, Target::Query, Target::Header, Target::Cookie];
+        let mut v: Vec<_> = TARGETS
+            .into_iter()
+            .flat_map(|t| {
+                self.counts[t as usize]
+                    .iter()
+                    .map(move |(n, c)| (t, n.as_str(), *c))
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Forgets what was recorded (keeps the buffers for reuse).
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.segs.clear();
+        for c in &mut self.counts {
+            c.clear();
+        }
+        self.distinct = 0;
+        self.overflow = 0;
+    }
+}
+
+fn add_capped(
+    counts: &mut HashMap<(Target, String), u64>,
+    overflow: &mut u64,
+    cap: usize,
+    key: (Target, String),
+    n: u64,
+) {
+    if let Some(c) = counts.get_mut(&key) {
+        *c = c.saturating_add(n);
+    } else if counts.len() < cap {
+        counts.insert(key, n);
+    } else {
+        *overflow = overflow.saturating_add(n);
+    }
+}
+
+/// A key as it may appear in the report: a placeholder when it is personal
+/// or too long, quoted like a selector when it is not a plain name.
+pub fn shown_key(key: &str) -> Cow<'_, str> {
+    if key.chars().count() > MAX_KEY_LEN {
+        return Cow::Borrowed("<long>");
+    }
+    if let Some(kind) = scrub::personal_kind(key) {
+        return Cow::Owned(format!("<{kind}>"));
+    }
+    if selector::is_plain(key) {
+        return Cow::Borrowed(key);
+    }
+    let mut s = String::with_capacity(key.len() + 2);
+    s.push('"');
+    for c in key.chars() {
+        if c == '"' || c == '\\' {
+            s.push('\\');
+        }
+        s.push(c);
+    }
+    s.push('"');
+    Cow::Owned(s)
+}
+
+fn push_key(out: &mut String, key: &str) {
+    out.push_str(&shown_key(key));
+}
+
+const _: () = assert!(
+    Target::Cookie as usize == 3,
+    "UnknownFields::counts has 4 slots"
+);
+
+/// Unknown fields of one route, accumulated over requests and kept across
+/// key rotations and reloads. One lock per request that had any.
+#[derive(Debug, Default)]
+pub struct UnknownTally {
+    inner: Mutex<Tally>,
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    counts: HashMap<(Target, String), u64>,
+    overflow: u64,
+}
+
+impl UnknownTally {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one request's (or stream's) findings. Cheap when there are none.
+    pub fn merge(&self, u: &UnknownFields) {
+        if u.is_empty() {
+            return;
+        }
+        let Ok(mut t) = self.inner.lock() else {
+            return;
+        };
+        let Tally { counts, overflow } = &mut *t;
+        for (target, name, n) in u.fields() {
+            add_capped(counts, overflow, MAX_PATHS, (target, name.to_owned()), n);
+        }
+        *overflow = overflow.saturating_add(u.overflow);
+    }
+
+    /// `(target, name, count)` sorted by target then name, and the overflow.
+    pub fn report(&self) -> (Vec<(Target, String, u64)>, u64) {
+        let Ok(t) = self.inner.lock() else {
+            return (Vec::new(), 0);
+        };
+        let mut v: Vec<_> = t
+            .counts
+            .iter()
+            .map(|((target, n), c)| (*target, n.clone(), *c))
+            .collect();
+        v.sort();
+        (v, t.overflow)
+    }
+}
+
+/// The tallies of every route, by a label naming the route (position and
+/// match), so that counts survive key rotations and reloads that keep the
+/// route. Looked up only when a request had something to record.
+#[derive(Debug, Default)]
+pub struct UnknownRegistry {
+    tallies: Mutex<HashMap<String, Arc<UnknownTally>>>,
+}
+
+impl UnknownRegistry {
+    /// The tally for `label`, created on first use.
+    pub fn tally(&self, label: &str) -> Arc<UnknownTally> {
+        let mut t = self.tallies.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(x) = t.get(label) {
+            return x.clone();
+        }
+        let x = Arc::new(UnknownTally::new());
+        t.insert(label.to_owned(), x.clone());
+        x
+    }
+
+    /// The tally for `label` if anything was ever recorded under it.
+    pub fn get(&self, label: &str) -> Option<Arc<UnknownTally>> {
+        let t = self.tallies.lock().unwrap_or_else(|e| e.into_inner());
+        t.get(label).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_normalise_indices_and_hide_personal_keys() {
+        let mut u = UnknownFields::new();
+        for i in 0..3 {
+            let a = u.push_key("batch");
+            let b = u.push_index();
+            let c = u.push_key("foo");
+            u.record_here();
+            u.pop(c);
+            let c = u.push_key("søren@example.dk");
+            u.record_here();
+            u.pop(c);
+            let c = u.push_key("first name");
+            let _ = i;
+            u.record_here();
+            u.pop(c);
+            u.pop(b);
+            u.pop(a);
+        }
+        let x = "x".repeat(65);
+        u.record(Target::Query, &x);
+        u.record(Target::Header, "192.0.2.1");
+        assert_eq!(
+            u.fields(),
+            vec![
+                (Target::Body, "batch[*].\"first name\"", 3),
+                (Target::Body, "batch[*].<email>", 3),
+                (Target::Body, "batch[*].foo", 3),
+                (Target::Query, "<long>", 1),
+                (Target::Header, "<ip>", 1),
+            ]
+        );
+        assert!(u.buf.is_empty() && u.segs.is_empty());
+    }
+
+    #[test]
+    fn distinct_names_are_capped() {
+        let mut u = UnknownFields::new();
+        for i in 0..(MAX_PATHS + 10) {
+            u.record(Target::Query, &format!("p{i}"));
+        }
+        u.record(Target::Query, "p0");
+        assert_eq!(u.fields().len(), MAX_PATHS);
+        assert_eq!(u.overflow(), 10);
+        let t = UnknownTally::new();
+        t.merge(&u);
+        t.merge(&u);
+        let (fields, overflow) = t.report();
+        assert_eq!(fields.len(), MAX_PATHS);
+        assert_eq!(overflow, 20);
+        assert!(fields.contains(&(Target::Query, "p0".into(), 4)));
+    }
+}
