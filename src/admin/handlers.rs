@@ -3,9 +3,8 @@
 
 use std::str::FromStr;
 
-use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde::Deserialize;
 
@@ -368,16 +367,5 @@ async fn read_body(req: Request<Incoming>) -> Result<Vec<u8>, Response<BoxBody>>
 }
 
 fn json(status: StatusCode, v: &serde_json::Value) -> Response<BoxBody> {
-    let bytes = Bytes::from(serde_json::to_vec(v).expect("a JSON value serialises"));
-    let mut res = Response::new(
-        Full::new(bytes)
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    res
+    crate::proxy::respond::json_response(status, v)
 }

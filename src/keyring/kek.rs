@@ -30,13 +30,7 @@ impl Kek {
     }
 
     pub fn from_file(path: &Path) -> Result<Self, KeyError> {
-        let text =
-            Zeroizing::new(
-                std::fs::read_to_string(path).map_err(|source| KeyError::Read {
-                    path: path.display().to_string(),
-                    source,
-                })?,
-            );
+        let text = super::read_secret_file(path)?;
         Self::from_text(&text, &path.display().to_string())
     }
 

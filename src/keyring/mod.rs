@@ -171,13 +171,7 @@ impl DevKeySource {
     /// A key file: one line `v<VERSION>:<base64 or hex>`, or just the secret
     /// (version 1). The file may end with a newline.
     pub fn from_file(path: &Path) -> Result<Self, KeyError> {
-        let text =
-            Zeroizing::new(
-                std::fs::read_to_string(path).map_err(|source| KeyError::Read {
-                    path: path.display().to_string(),
-                    source,
-                })?,
-            );
+        let text = read_secret_file(path)?;
         let origin = path.display().to_string();
         let line = text.trim();
         let (version, secret) = match line.split_once(':') {
@@ -234,6 +228,16 @@ impl DevKeySource {
             key: Arc::new(KeyMaterial::new(version, decoded.to_vec())?),
         })
     }
+}
+
+/// Reads a file holding a secret into memory that is zeroized on drop.
+pub(crate) fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, KeyError> {
+    std::fs::read_to_string(path)
+        .map(Zeroizing::new)
+        .map_err(|source| KeyError::Read {
+            path: path.display().to_string(),
+            source,
+        })
 }
 
 fn parse_version(v: &str, origin: &str) -> Result<u32, KeyError> {

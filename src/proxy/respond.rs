@@ -102,7 +102,12 @@ pub fn error_response(status: StatusCode, reason: &str) -> Response<BoxBody> {
         "error": status.canonical_reason().unwrap_or("error"),
         "reason": reason,
     });
-    let bytes = Bytes::from(serde_json::to_vec(&body).expect("a JSON value serialises"));
+    json_response(status, &body)
+}
+
+/// A JSON response with `status`.
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<BoxBody> {
+    let bytes = Bytes::from(serde_json::to_vec(body).expect("a JSON value serialises"));
     let mut res = Response::new(
         Full::new(bytes)
             .map_err(|never| match never {})
