@@ -42,7 +42,7 @@ async fn start() -> Env {
     let ring = init_ring(dir.path());
     let audit = dir.path().join("audit.log");
     let routes = format!(
-        "{}{}",
+        "{}{}[privacy]\nobjections = \"objections.json\"\n\n",
         route(
             "/support/",
             &rules(
@@ -191,6 +191,38 @@ async fn every_endpoint_checks_token_and_role_and_is_audited() {
             body: Some(json!({"purpose": SUPPORT, "field": "secret-note", "token": note})),
             allowed: vec![SEC],
             forbidden: vec![PO, OPS],
+        },
+        Call {
+            method: Method::POST,
+            path: "/objections",
+            action: "objections.add",
+            body: Some(json!({"kind": "email", "value": "alice@example.com"})),
+            allowed: vec![SEC, PO],
+            forbidden: vec![OPS],
+        },
+        Call {
+            method: Method::DELETE,
+            path: "/objections",
+            action: "objections.remove",
+            body: Some(json!({"kind": "email", "value": "alice@example.com"})),
+            allowed: vec![SEC, PO],
+            forbidden: vec![OPS],
+        },
+        Call {
+            method: Method::GET,
+            path: "/privacy",
+            action: "privacy.stats",
+            body: None,
+            allowed: vec![SEC, PO, OPS],
+            forbidden: vec![],
+        },
+        Call {
+            method: Method::GET,
+            path: "/shadow",
+            action: "shadow",
+            body: None,
+            allowed: vec![SEC, PO, OPS],
+            forbidden: vec![],
         },
         Call {
             method: Method::POST,

@@ -305,12 +305,9 @@ fn object(admin: &Admin, caller: &Caller, body: &[u8], add: bool) -> Response<Bo
     );
     match admin.runtime.object(kind, &r.value, add) {
         Ok(changed) => {
-            admin.audit.record(
-                Some(caller),
-                action,
-                Some(&target),
-                if changed { "ok" } else { "unchanged" },
-            );
+            admin
+                .audit
+                .record(Some(caller), action, Some(&target), "ok");
             json(
                 StatusCode::OK,
                 &serde_json::json!({"changed": changed, "subjects": admin.runtime.objections().len()}),
