@@ -769,7 +769,7 @@ fn two_version_ring() -> (tempfile::TempDir, PathBuf) {
 
 /// The ring MAC as `store` computes it, recomputed from outside.
 fn ring_mac(kek: &[u8; 32], versions: &[StoredVersion]) -> String {
-    use hmac::Mac;
+    use hmac::{KeyInit, Mac};
     let hk = hkdf::Hkdf::<Sha256>::new(Some(b"scrim/kek/v1"), kek);
     let mut key = [0u8; 32];
     hk.expand(b"ring-mac", &mut key).expect("32 bytes");

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use data_encoding::BASE64;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;

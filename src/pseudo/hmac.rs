@@ -8,7 +8,7 @@
 //! of hashing the key again, which keeps one field well under a microsecond.
 
 use hkdf::Hkdf;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
