@@ -34,8 +34,9 @@ pub struct UnknownFields {
     /// Raw key text of the current path's key segments, back to back.
     buf: String,
     segs: Vec<Seg>,
-    /// Per target (`Target as usize`), name -> count.
-    counts: [HashMap<String, u64>; 4],
+    /// Per target (`Target as usize`), name -> count. FNV: names are short,
+    /// and at most [`MAX_PATHS`] of them are kept, so flooding is bounded.
+    counts: [HashMap<String, u64, Fnv>; 4],
     distinct: usize,
     overflow: u64,
     /// What the walk in progress reads (body or query).
@@ -198,6 +199,18 @@ fn add_capped(
 /// A key as it may appear in the report: a placeholder when it is personal
 /// or too long, quoted like a selector when it is not a plain name.
 pub fn shown_key(key: &str) -> Cow<'_, str> {
+    // The common case, decided in one pass: a short ASCII name of letters,
+    // digits, `_`, `-`, `$` with too few digits to be a phone number.
+    if !key.is_empty() && key.len() <= MAX_KEY_LEN {
+        let mut digits = 0;
+        let plain = key.bytes().all(|b| {
+            digits += usize::from(b.is_ascii_digit());
+            b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'$')
+        });
+        if plain && digits < 8 {
+            return Cow::Borrowed(key);
+        }
+    }
     if key.chars().count() > MAX_KEY_LEN {
         return Cow::Borrowed("<long>");
     }
@@ -221,6 +234,30 @@ pub fn shown_key(key: &str) -> Cow<'_, str> {
 
 fn push_key(out: &mut String, key: &str) {
     out.push_str(&shown_key(key));
+}
+
+type Fnv = std::hash::BuildHasherDefault<FnvHasher>;
+
+/// FNV-1a, 64 bits.
+#[derive(Debug)]
+pub(crate) struct FnvHasher(u64);
+
+impl Default for FnvHasher {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
 }
 
 const _: () = assert!(
