@@ -24,11 +24,11 @@ use crate::pseudo::{normalize, Pseudonymiser};
 
 static DETECTOR: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(concat!(
-        r"(?P<url>\bhttps?://[^\s<>\x22'`]+)",
+        r"(?P<url>(?-u:\b)https?://[^\s<>\x22'`]+)",
         r"|(?P<email>[\p{L}\p{N}._%+\-]+@[\p{L}\p{N}\-]+(?:\.[\p{L}\p{N}\-]+)*\.\p{L}{2,})",
         r"|(?P<ip6>[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]*[0-9A-Fa-f:])",
-        r"|(?P<ip4>\b\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\b)",
-        r"|(?P<phone>(?:\+|\b)\(?\d[\d \t().\-]{6,}\d\b)",
+        r"|(?P<ip4>(?-u:\b)\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?-u:\b))",
+        r"|(?P<phone>(?:\+|(?-u:\b))\(?\d[\d \t().\-]{6,}\d(?-u:\b))",
     ))
     .expect("the detector pattern is valid")
 });
