@@ -20,7 +20,7 @@ pub fn text(spec: &GeneraliseSpec, raw: &str) -> Option<String> {
         GeneraliseSpec::Ip {
             v4_prefix,
             v6_prefix,
-        } => ip(raw, *v4_prefix, *v6_prefix).map(|ip| ip.to_string()),
+        } => ip(raw, *v4_prefix, *v6_prefix).map(crate::pseudo::ip_text),
         // Trackers send epoch times as text in forms and query strings.
         GeneraliseSpec::Timestamp(_) if is_integer(raw) => {
             let n: f64 = raw.trim().parse().ok()?;

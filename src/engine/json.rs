@@ -383,7 +383,43 @@ fn literal(v: Scalar<'_>) -> Produced<'_> {
 }
 
 pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    serde_json::to_writer(out, s).expect("writing to a Vec cannot fail");
+    // serde_json escapes exactly these bytes; tokens, URLs and most text
+    // have none, and checking is several times cheaper than its escaper.
+    if needs_escape(s.as_bytes()) {
+        serde_json::to_writer(out, s).expect("writing to a Vec cannot fail");
+    } else {
+        write_unescaped_json_str(out, s);
+    }
+}
+
+/// An integer in decimal, as `to_string` writes it, without allocating.
+fn write_number<T: serde::Serialize>(out: &mut Vec<u8>, n: T) {
+    serde_json::to_writer(out, &n).expect("writing to a Vec cannot fail");
+}
+
+/// Whether `s` holds a byte serde_json escapes: `"`, `\` or a control
+/// character. Sixteen bytes at a time without early exit, which vectorises.
+fn needs_escape(s: &[u8]) -> bool {
+    let special = |b: u8| (b < 0x20) | (b == b'"') | (b == b'\\');
+    let mut chunks = s.chunks_exact(16);
+    for chunk in &mut chunks {
+        if chunk.iter().fold(false, |hit, &b| hit | special(b)) {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| special(b))
+}
+
+/// Writes a string that holds no `"`, `\` or control character, so needs no
+/// escaping. Strings serde_json borrowed from the input are such strings:
+/// they had no escape sequence there, and serde_json refuses raw control
+/// characters in strings.
+fn write_unescaped_json_str(out: &mut Vec<u8>, s: &str) {
+    debug_assert!(!s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20));
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
 }
 
 // === impl Node ===
@@ -408,7 +444,8 @@ impl<'de> DeserializeSeed<'de> for Node<'_, '_> {
 }
 
 impl Node<'_, '_> {
-    fn emit<E: de::Error>(self, v: Scalar<'_>) -> Result<bool, E> {
+    /// `borrowed`: `v` is a string serde_json borrowed from the input.
+    fn emit<E: de::Error>(self, v: Scalar<'_>, borrowed: bool) -> Result<bool, E> {
         let cx = self.cx;
         if self.rule.is_none() && !self.keep && !self.root {
             cx.note_unknown();
@@ -420,7 +457,40 @@ impl Node<'_, '_> {
                 }));
             }
         }
+        // Kept values, the bulk of most documents, are written straight from
+        // the input: what `scalar` does for them without its `Cow`s and
+        // number-to-string allocations.
+        let kept = match cx.action(self.rule) {
+            Some(Action::Keep) => true,
+            None => self.keep,
+            Some(_) => false,
+        };
+        if kept {
+            match v {
+                Scalar::Str(s) if borrowed => write_unescaped_json_str(&mut cx.out, s),
+                Scalar::Str(s) => write_json_str(&mut cx.out, s),
+                Scalar::Null => cx.out.extend_from_slice(b"null"),
+                Scalar::Bool(true) => cx.out.extend_from_slice(b"true"),
+                Scalar::Bool(false) => cx.out.extend_from_slice(b"false"),
+                Scalar::U64(n) => write_number(&mut cx.out, n),
+                Scalar::I64(n) => write_number(&mut cx.out, n),
+                Scalar::F64(n) => {
+                    if serde_json::to_writer(&mut cx.out, &n).is_err() {
+                        cx.out.extend_from_slice(b"null");
+                    }
+                }
+            }
+            cx.stats.kept += 1;
+            return Ok(true);
+        }
         match cx.scalar(self.rule, self.keep, self.states, v) {
+            // A value passed through unchanged (`scrub` found nothing).
+            Ok(Some(Produced::Text(Cow::Borrowed(t))))
+                if borrowed && matches!(v, Scalar::Str(s) if std::ptr::eq(s, t)) =>
+            {
+                write_unescaped_json_str(&mut cx.out, t);
+                Ok(true)
+            }
             Ok(Some(Produced::Text(t))) => {
                 write_json_str(&mut cx.out, &t);
                 Ok(true)
@@ -454,25 +524,25 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
     }
 
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<bool, E> {
-        self.emit(Scalar::Bool(v))
+        self.emit(Scalar::Bool(v), false)
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<bool, E> {
-        self.emit(Scalar::I64(v))
+        self.emit(Scalar::I64(v), false)
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<bool, E> {
-        self.emit(Scalar::U64(v))
+        self.emit(Scalar::U64(v), false)
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<bool, E> {
-        self.emit(Scalar::F64(v))
+        self.emit(Scalar::F64(v), false)
     }
     fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
-        self.emit(Scalar::Null)
+        self.emit(Scalar::Null, false)
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
-        self.emit(Scalar::Str(v))
+        self.emit(Scalar::Str(v), false)
     }
     fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<bool, E> {
-        self.emit(Scalar::Str(v))
+        self.emit(Scalar::Str(v), true)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
@@ -652,5 +722,33 @@ impl<'de> Visitor<'de> for KeySeed {
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
         Ok(Cow::Owned(v.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        for s in [
+            "",
+            "plain",
+            "k1_4m0fmq5tb1kg8b6d0pc0kv3n4o@pseudonym.invalid",
+            "quote \" here",
+            "back\\slash",
+            "tab\tnew\nline",
+            "\u{1}\u{1f}",
+            "\u{7f} del",
+            "søren ødegård 日本",
+            "https://x.io/p?a=1&b=%40",
+            "a long string of thirty-two bytes\"",
+            "a long string of thirty-two bytes!",
+            "0123456789abcdef\n0123456789abcdef",
+        ] {
+            let mut ours = Vec::new();
+            write_json_str(&mut ours, s);
+            assert_eq!(ours, serde_json::to_vec(s).unwrap(), "{s:?}");
+        }
     }
 }

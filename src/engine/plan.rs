@@ -6,6 +6,7 @@
 //! `drop` default is skipped without being looked at.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 
 use super::selector::{Segment, Selector, Step};
@@ -248,6 +249,12 @@ pub(crate) struct Automaton {
     selectors: Vec<(RuleIdx, Vec<Segment>)>,
     /// The closed start state set.
     start: Vec<State>,
+    /// `step` from the start set by each key some selector names there,
+    /// precomputed: every rule is live at the root, so this is the one step
+    /// that costs O(rules) rather than O(a few).
+    start_by_key: HashMap<Box<str>, Vec<State>, BuildHasherDefault<Fnv1a>>,
+    /// `step` from the start set by any other key.
+    start_other_key: Vec<State>,
 }
 
 impl Automaton {
@@ -258,7 +265,7 @@ impl Automaton {
             .collect();
         let mut a = Automaton {
             selectors,
-            start: Vec::new(),
+            ..Default::default()
         };
         let mut start = Vec::new();
         for i in 0..a.selectors.len() {
@@ -271,11 +278,42 @@ impl Automaton {
             );
         }
         a.start = start;
+        let mut keys: Vec<&str> = a
+            .start
+            .iter()
+            .filter_map(
+                |st| match a.selectors[st.rule as usize].1.get(st.pos as usize) {
+                    Some(Segment::Key(k)) => Some(k.as_str()),
+                    _ => None,
+                },
+            )
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        // A key no start state names: only wildcards accept it.
+        let mut other = String::from("\0");
+        while keys.binary_search(&other.as_str()).is_ok() {
+            other.push('\0');
+        }
+        let step_from_start = |key: &str| {
+            let mut stack = a.start.clone();
+            let to = a.step_nfa(&mut stack, 0..a.start.len(), Step::Key(key));
+            stack[to].to_vec()
+        };
+        let start_by_key = keys
+            .iter()
+            .map(|&k| (Box::from(k), step_from_start(k)))
+            .collect();
+        let start_other_key = step_from_start(&other);
+        a.start_by_key = start_by_key;
+        a.start_other_key = start_other_key;
         a
     }
 
-    /// Appends the start states to `stack`, returning their range.
+    /// Appends the start states to `stack`, returning their range. A walk
+    /// must call it on an empty stack (see `step`).
     pub(crate) fn start(&self, stack: &mut Vec<State>) -> Range<usize> {
+        debug_assert!(stack.is_empty());
         let from = stack.len();
         stack.extend_from_slice(&self.start);
         from..stack.len()
@@ -288,6 +326,24 @@ impl Automaton {
         from: Range<usize>,
         step: Step<'_>,
     ) -> Range<usize> {
+        // Every walk starts on an empty stack with `start`, so a range at
+        // index 0 as long as the start set is the start set (checked in
+        // debug builds); comparing the states themselves would cost a third
+        // of what the precomputation saves.
+        if let (Step::Key(key), 0) = (step, from.start) {
+            if from.len() == self.start.len() {
+                debug_assert_eq!(stack[from.clone()], self.start[..]);
+                let to = self.start_by_key.get(key).unwrap_or(&self.start_other_key);
+                let begin = stack.len();
+                stack.extend_from_slice(to);
+                return begin..stack.len();
+            }
+        }
+        self.step_nfa(stack, from, step)
+    }
+
+    /// [`Automaton::step`] state by state.
+    fn step_nfa(&self, stack: &mut Vec<State>, from: Range<usize>, step: Step<'_>) -> Range<usize> {
         let begin = stack.len();
         for i in from {
             let st = stack[i];
@@ -356,6 +412,31 @@ impl Automaton {
     }
 }
 
+/// FNV-1a, for the few keys of `start_by_key`. Input keys only probe the
+/// map (nothing attacker-chosen is inserted), so a fast unkeyed hash is safe.
+pub(crate) struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv1a {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = self.0;
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,6 +464,21 @@ mod tests {
         v.sort();
         v.dedup();
         v
+    }
+
+    #[test]
+    fn precomputed_start_steps_are_the_state_by_state_steps() {
+        let a = auto(&[
+            "**.email", "a.b", "a.*", "*.c", "\"\0\"", "a", "[*].u", "x.**.y",
+        ]);
+        for key in ["a", "email", "x", "c", "b", "zzz", "", "\0", "\0\0"] {
+            let mut stack = Vec::new();
+            let root = a.start(&mut stack);
+            let fast = a.step(&mut stack, root.clone(), Step::Key(key));
+            let fast = stack[fast].to_vec();
+            let slow = a.step_nfa(&mut stack, root, Step::Key(key));
+            assert_eq!(fast, stack[slow].to_vec(), "{key:?}");
+        }
     }
 
     #[test]

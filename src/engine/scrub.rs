@@ -60,27 +60,30 @@ pub fn scrub<'a>(
     }
     let mut out = String::new();
     let mut last = 0;
-    for caps in DETECTOR.captures_iter(text) {
-        let m = caps.get(0).expect("group 0 always matches");
+    // `find_iter` runs the lazy DFA only; a capturing search would run a
+    // backtracker over every match as well. The matched text alone tells
+    // which alternative matched (see `Detected::of`).
+    for m in DETECTOR.find_iter(text) {
         let mut s = m.as_str();
-        if caps.name("ip6").is_some() {
+        let detected = Detected::of(s);
+        if detected == Detected::Ip6 {
             // An address may end in `::`, and then run into a following
             // `:` ("2001:db8::: x"): the longest prefix that parses is the IP.
             s = ip6_prefix(s).unwrap_or(s);
         }
         let end = m.start() + s.len();
-        let replacement = if caps.name("url").is_some() {
-            let (core, tail) = split_trailing_punct(s);
-            p.url(core, url).map(|u| format!("{u}{tail}"))
-        } else if caps.name("email").is_some() {
-            Some(p.email(s, &Default::default()))
-        } else if caps.name("ip6").is_some() || caps.name("ip4").is_some() {
-            s.parse::<IpAddr>()
+        let replacement = match detected {
+            Detected::Url => {
+                let (core, tail) = split_trailing_punct(s);
+                p.url(core, url).map(|u| format!("{u}{tail}"))
+            }
+            Detected::Email => Some(p.email(s, &Default::default())),
+            Detected::Ip6 | Detected::Ip4 => s
+                .parse::<IpAddr>()
                 .ok()
                 .and_then(|_| p.ip(s, IpMode::Token))
-                .map(|ip| ip.to_string())
-        } else {
-            phone(s).map(|n| p.token(Kind::Phone, &n))
+                .map(crate::pseudo::ip_text),
+            Detected::Phone => phone(s).map(|n| p.token(Kind::Phone, &n)),
         };
         if let Some(r) = replacement {
             if r != s {
@@ -137,8 +140,64 @@ fn ip6_prefix(mut s: &str) -> Option<&str> {
     }
 }
 
+/// Which alternative of the detector produced a match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Detected {
+    Url,
+    Email,
+    Ip6,
+    Ip4,
+    Phone,
+}
+
+impl Detected {
+    /// The alternative that produced the match `s`, told from its text.
+    ///
+    /// Leftmost-first matching takes, at the match start, the first
+    /// alternative that matches there, and each alternative leaves a mark no
+    /// later one can produce: only `url` starts with `http://` or `https://`
+    /// (the others cannot contain `/`, and `ip6` cannot start with `h`); of
+    /// the rest only `email` contains `@`; then only `ip6` contains `:`; and
+    /// a `phone` match of the exact `ip4` shape would have matched `ip4` at
+    /// the same start first (its start is `\b` or `+`, its end `\d\b`).
+    fn of(s: &str) -> Self {
+        if s.starts_with("http://") || s.starts_with("https://") {
+            Detected::Url
+        } else if s.contains('@') {
+            Detected::Email
+        } else if s.contains(':') {
+            Detected::Ip6
+        } else if is_ip4_shaped(s) {
+            Detected::Ip4
+        } else {
+            Detected::Phone
+        }
+    }
+}
+
+/// `\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}` (Unicode digits, as in the detector).
+fn is_ip4_shaped(s: &str) -> bool {
+    let mut groups = 0;
+    for part in s.split('.') {
+        let n = part.chars().count();
+        if !(1..=3).contains(&n) || !part.chars().all(is_unicode_digit) {
+            return false;
+        }
+        groups += 1;
+    }
+    groups == 4
+}
+
+/// Unicode `\d` (general category Nd), for characters in a detector match.
+fn is_unicode_digit(c: char) -> bool {
+    static DIGIT: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"^\d$").expect("the digit pattern is valid"));
+    c.is_ascii_digit() || (!c.is_ascii() && DIGIT.is_match(c.encode_utf8(&mut [0; 4])))
+}
+
 fn phone(s: &str) -> Option<String> {
-    if ISO_DATE.is_match(s.trim()) {
+    // The date pattern is at most ten characters long.
+    if s.trim().chars().nth(10).is_none() && ISO_DATE.is_match(s.trim()) {
         return None;
     }
     let n = normalize::phone(s);
@@ -190,6 +249,106 @@ mod tests {
         assert!(out.contains("ref=chat"));
         assert!(!out.contains("a@b.dk") && !out.contains("a%40b.dk"));
         assert!(out.ends_with('.'));
+    }
+
+    /// Group 0 and the detecting group of every match.
+    fn detections(re: &Regex, text: &str) -> Vec<(usize, usize, &'static str)> {
+        re.captures_iter(text)
+            .map(|c| {
+                let m = c.get(0).unwrap();
+                let g = ["url", "email", "ip6", "ip4", "phone"]
+                    .into_iter()
+                    .find(|g| c.name(g).is_some())
+                    .unwrap();
+                let kind = match g {
+                    "url" => Detected::Url,
+                    "email" => Detected::Email,
+                    "ip6" => Detected::Ip6,
+                    "ip4" => Detected::Ip4,
+                    _ => Detected::Phone,
+                };
+                assert_eq!(Detected::of(m.as_str()), kind, "{text:?}");
+                (m.start(), m.end(), g)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn detected_kind_is_the_capture_group() {
+        // Pieces that sit on every boundary the detector tests, next to
+        // ASCII, non-ASCII letters, non-ASCII digits and punctuation.
+        const PIECES: &[&str] = &[
+            "https://x.io/p?email=a@b.dk",
+            "http://é.dk",
+            "h",
+            "(",
+            ")",
+            "1",
+            "42",
+            "٣",
+            "٣٤",
+            "１２",
+            "192.0.2.44",
+            "10.0.0.1",
+            "2001:db8::1",
+            "+45 12 34 56 78",
+            "(555) 123-4567",
+            "2026-11-29",
+            "a@b.dk",
+            "søren.ødegård@example.dk",
+            "é",
+            "Søren",
+            "ß",
+            "—",
+            "’",
+            "\u{300}",
+            "\u{200d}",
+            "_",
+            " ",
+            ".",
+            ",",
+            "-",
+            ":",
+            "@",
+            "x",
+            "call",
+            "\t",
+            "\n",
+            "12345678",
+            "1234567",
+            "日本",
+            "ø1",
+            "1ø",
+            "2001:db8::",
+            "1.2.3.4",
+            "1.2.3.4.5",
+            "٣.٣.٣.٣",
+            "+1.2.3.4",
+            "(1.2.3.4)",
+            "0000:1",
+            "::",
+            "a:b:c",
+            "mailto:a@b.dk",
+            "http://",
+            "https://h@x.io",
+            "1-2-3-4-5",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut kinds = std::collections::HashSet::new();
+        for _ in 0..20_000 {
+            let n = 1 + next() % 8;
+            let text: String = (0..n)
+                .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+                .collect();
+            kinds.extend(detections(&DETECTOR, &text).into_iter().map(|d| d.2));
+        }
+        assert_eq!(kinds.len(), 5, "{kinds:?}");
     }
 
     #[test]

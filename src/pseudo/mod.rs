@@ -135,7 +135,7 @@ impl Pseudonymiser {
         match spec.kind {
             Kind::Email => Some(self.email(raw, &spec.email)),
             Kind::Name => Some(self.name(raw, spec.label.as_deref())),
-            Kind::Ip => self.ip(raw, spec.ip_mode).map(|ip| ip.to_string()),
+            Kind::Ip => self.ip(raw, spec.ip_mode).map(ip_text),
             Kind::Phone => Some(self.token(Kind::Phone, &normalize::phone(raw))),
             Kind::Url => self.url(raw, &spec.url),
             // Timestamps and user agents are generalised, never tokenised;
@@ -168,7 +168,7 @@ impl Pseudonymiser {
             out.push_str(label);
             out.push(' ');
         }
-        self.push_token(&mut out, Kind::Name, &normalize::name(raw));
+        self.push_token(&mut out, Kind::Name, &normalize::name_cow(raw));
         out
     }
 
@@ -210,7 +210,11 @@ impl Pseudonymiser {
         Some(match mode {
             IpMode::PrefixPreserving => self.pfx.encrypt_ipaddr(ip),
             IpMode::Token => {
-                let d = self.mac(Kind::Ip).digest(ip.to_string().as_bytes());
+                let mut buf = [0u8; 15];
+                let d = match ip {
+                    IpAddr::V4(v4) => self.mac(Kind::Ip).digest(ipv4_text(&mut buf, v4)),
+                    IpAddr::V6(_) => self.mac(Kind::Ip).digest(ip.to_string().as_bytes()),
+                };
                 match ip {
                     IpAddr::V4(_) => {
                         let first = 0xF0 | (self.version as u8 & 0x0F);
@@ -254,6 +258,40 @@ pub fn parse_encrypted(token: &str) -> Option<(u32, &str)> {
         return None;
     }
     Some((v.parse().ok()?, body))
+}
+
+/// `ip.to_string()`, with IPv4 written directly: the formatting machinery
+/// costs as much as the HMAC of the address.
+pub(crate) fn ip_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut buf = [0u8; 15];
+            String::from_utf8_lossy(ipv4_text(&mut buf, v4)).into_owned()
+        }
+        IpAddr::V6(_) => ip.to_string(),
+    }
+}
+
+/// Dotted decimal, as `Ipv4Addr`'s `Display` writes it, into `buf`.
+fn ipv4_text(buf: &mut [u8; 15], ip: Ipv4Addr) -> &[u8] {
+    let mut len = 0;
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[len] = b'.';
+            len += 1;
+        }
+        if octet >= 100 {
+            buf[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            buf[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        buf[len] = b'0' + octet % 10;
+        len += 1;
+    }
+    &buf[..len]
 }
 
 fn pfx_cipher(key: &KeyMaterial, purpose: &str, recipient: &str) -> IpcryptPfx {
@@ -316,6 +354,21 @@ mod tests {
         assert!(p.reveal("other-field", &t).is_err());
         assert!(ps("b").reveal("user-email", &t).is_err());
         assert_ne!(t, p.encrypt("user-email", "søren@example.dk").unwrap());
+    }
+
+    #[test]
+    fn ip_text_is_display() {
+        for ip in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.12.1",
+            "100.9.99.109",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
     }
 
     #[test]
