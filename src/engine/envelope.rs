@@ -124,14 +124,7 @@ impl Engine {
             stats.withheld_objection += 1;
             return Ok(stats);
         }
-        if let Some(seen) = &cx.seen {
-            let mut doc = out.split_off(start);
-            let mut found = 0;
-            crate::privacy::guard::json(&mut doc, seen, cx.guard, cx.pseudo, &mut found)
-                .map_err(|leak| EngineError::at(0, Reason::Leak { path: leak.path }))?;
-            stats.leaks_scrubbed += u64::from(found);
-            out.extend_from_slice(&doc);
-        }
+        self.guard_document(cx.seen.as_ref(), out, start, &mut stats)?;
         Ok(stats)
     }
 }

@@ -313,15 +313,29 @@ impl Engine {
                 return Ok(stats);
             }
         }
-        if let Some(seen) = &cx.seen {
-            let mut doc = out.split_off(start);
-            let mut found = 0;
-            crate::privacy::guard::json(&mut doc, seen, self.guard, &self.pseudo, &mut found)
-                .map_err(|leak| EngineError::at(0, Reason::Leak { path: leak.path }))?;
-            stats.leaks_scrubbed += u64::from(found);
-            out.extend_from_slice(&doc);
-        }
+        self.guard_document(cx.seen.as_ref(), out, start, &mut stats)?;
         Ok(stats)
+    }
+
+    /// The leak guard over one JSON document written at `out[start..]`;
+    /// `seen` is `None` when the guard is off.
+    pub(crate) fn guard_document(
+        &self,
+        seen: Option<&crate::privacy::guard::Seen>,
+        out: &mut Vec<u8>,
+        start: usize,
+        stats: &mut Stats,
+    ) -> Result<(), EngineError> {
+        let Some(seen) = seen else {
+            return Ok(());
+        };
+        let mut doc = out.split_off(start);
+        let mut found = 0;
+        crate::privacy::guard::json(&mut doc, seen, self.guard, &self.pseudo, &mut found)
+            .map_err(|leak| EngineError::at(0, Reason::Leak { path: leak.path }))?;
+        stats.leaks_scrubbed += u64::from(found);
+        out.extend_from_slice(&doc);
+        Ok(())
     }
 
     /// Scans a text about to leave (a header value, a form or query value)
