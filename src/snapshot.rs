@@ -25,6 +25,7 @@ pub struct Route {
     /// Shadow mode's candidate, bound to the same key.
     pub shadow_engine: Option<Arc<Engine>>,
     pub client: HttpClient,
+    pub metrics: crate::telemetry::metrics::RouteMetrics,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,7 @@ impl Snapshot {
         cfg: &Config,
         keys: &dyn KeySource,
         objections: Option<Arc<Objections>>,
+        metrics: &crate::telemetry::metrics::Metrics,
     ) -> Result<Self, SnapshotError> {
         let mut clients: HashMap<&str, HttpClient> = HashMap::new();
         for (name, u) in &cfg.upstreams {
@@ -86,6 +88,7 @@ impl Snapshot {
                     None => None,
                 },
                 client,
+                metrics: metrics.route(&r.name),
             });
         }
         Ok(Self {
@@ -173,6 +176,8 @@ pub enum RuntimeError {
     NoRegister,
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error(transparent)]
+    Tls(#[from] crate::server::tls::TlsError),
 }
 
 /// The objection register's key: from the KEK with a ring (stable across
@@ -202,6 +207,12 @@ pub struct Runtime {
     pub privacy: Arc<crate::privacy::Counters>,
     /// Shadow-mode differences per route, since start.
     pub shadow: crate::privacy::shadow::ShadowReport,
+    pub metrics: Arc<crate::telemetry::metrics::Metrics>,
+    /// The listeners' certificates, re-read by [`reload`](Self::reload).
+    certs: std::sync::Mutex<Vec<Arc<crate::server::tls::ReloadableCert>>>,
+    /// Set when shutdown starts: readiness turns false so that load
+    /// balancers stop sending while requests in flight finish.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Runtime {
@@ -210,14 +221,15 @@ impl Runtime {
             Some(p) => Objections::load(p, register_key(&keys)?)?,
             None => Objections::empty(register_key(&keys)?),
         });
+        let metrics = Arc::new(crate::telemetry::metrics::Metrics::new());
         let (ring, snapshot) = match &keys {
             Keys::Dev(dev) => (
                 None,
-                Snapshot::build(&config, dev, Some(objections.clone()))?,
+                Snapshot::build(&config, dev, Some(objections.clone()), &metrics)?,
             ),
             Keys::Ring { path, kek } => {
                 let ring = crate::keyring::ring::KeyRing::load(path, kek)?;
-                let snap = Snapshot::build(&config, &ring, Some(objections.clone()))?;
+                let snap = Snapshot::build(&config, &ring, Some(objections.clone()), &metrics)?;
                 (Some(Arc::new(ring)), snap)
             }
         };
@@ -232,7 +244,11 @@ impl Runtime {
             objections_stamp: std::sync::Mutex::new(None),
             privacy: Arc::default(),
             shadow: Default::default(),
+            metrics,
+            certs: Default::default(),
+            draining: Default::default(),
         });
+        rt.note_key_version(&rt.snapshot());
         *rt.ring_stamp.lock().expect("fresh mutex") = rt.stamp();
         *rt.objections_stamp.lock().expect("fresh mutex") = rt.objections_file_stamp();
         Ok(rt)
@@ -292,12 +308,40 @@ impl Runtime {
         let cfg = self.config();
         let objections = Some(self.objections());
         let snap = match (&self.keys, self.ring()) {
-            (_, Some(ring)) => Snapshot::build(&cfg, ring.as_ref(), objections)?,
-            (Keys::Dev(dev), None) => Snapshot::build(&cfg, dev, objections)?,
+            (_, Some(ring)) => Snapshot::build(&cfg, ring.as_ref(), objections, &self.metrics)?,
+            (Keys::Dev(dev), None) => Snapshot::build(&cfg, dev, objections, &self.metrics)?,
             (Keys::Ring { .. }, None) => return Err(RuntimeError::NoRing),
         };
-        self.snapshot.store(Arc::new(snap));
+        self.store(snap);
         Ok(())
+    }
+
+    fn store(&self, snap: Snapshot) {
+        self.note_key_version(&snap);
+        self.snapshot.store(Arc::new(snap));
+    }
+
+    fn note_key_version(&self, snap: &Snapshot) {
+        if let Some(r) = snap.routes.first() {
+            self.metrics.set_key_version(r.engine.key_version());
+        }
+    }
+
+    /// Adds a listener's certificate to what reloads re-read.
+    pub fn add_cert(&self, cert: Arc<crate::server::tls::ReloadableCert>) {
+        if let Ok(mut certs) = self.certs.lock() {
+            certs.push(cert);
+        }
+    }
+
+    /// Readiness turns false: shutdown has begun.
+    pub fn start_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The snapshot a new request pins.
@@ -348,9 +392,14 @@ impl Runtime {
     }
 
     fn install(&self, ring: crate::keyring::ring::KeyRing) -> Result<(), RuntimeError> {
-        let snap = Snapshot::build(&self.config(), &ring, Some(self.objections()))?;
+        let snap = Snapshot::build(
+            &self.config(),
+            &ring,
+            Some(self.objections()),
+            &self.metrics,
+        )?;
         self.ring.store(Some(Arc::new(ring)));
-        self.snapshot.store(Arc::new(snap));
+        self.store(snap);
         Ok(())
     }
 
@@ -376,22 +425,55 @@ impl Runtime {
         Ok(())
     }
 
-    /// Re-reads the config file (rules included) and the ring, and installs
-    /// the result. Listeners are bound once: changing them needs a restart.
+    /// Re-reads the config file (rules included), the listeners'
+    /// certificates and the ring, and installs the result only if all of it
+    /// is valid; otherwise nothing changes and the errors are returned.
+    /// Requests in flight keep the snapshot they pinned. Listeners are bound
+    /// once: changing their addresses needs a restart.
     pub fn reload(&self) -> Result<(), RuntimeError> {
+        let r = self.try_reload();
+        self.metrics.reload(r.is_ok());
+        match &r {
+            Ok(()) => tracing::info!(
+                routes = self.snapshot().routes.len(),
+                "configuration reloaded"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused; the running configuration stays")
+            }
+        }
+        r
+    }
+
+    fn try_reload(&self) -> Result<(), RuntimeError> {
         let path = self.config().path.clone();
         let cfg = crate::config::load(&path)?;
-        let snap = match (&self.keys, self.ring()) {
-            (Keys::Dev(dev), _) => Snapshot::build(&cfg, dev, Some(self.objections()))?,
-            (Keys::Ring { path, kek }, _) => {
+        let certs = self.certs.lock().map(|c| c.clone()).unwrap_or_default();
+        let keys = certs
+            .iter()
+            .map(|c| c.read())
+            .collect::<Result<Vec<_>, _>>()?;
+        let (ring, snap) = match &self.keys {
+            Keys::Dev(dev) => (
+                None,
+                Snapshot::build(&cfg, dev, Some(self.objections()), &self.metrics)?,
+            ),
+            Keys::Ring { path, kek } => {
                 let ring = crate::keyring::ring::KeyRing::load(path, kek)?;
-                let snap = Snapshot::build(&cfg, &ring, Some(self.objections()))?;
-                self.ring.store(Some(Arc::new(ring)));
-                snap
+                let snap = Snapshot::build(&cfg, &ring, Some(self.objections()), &self.metrics)?;
+                (Some(ring), snap)
             }
         };
+        // Everything is valid: install it all.
+        for (c, k) in certs.iter().zip(keys) {
+            c.install(k);
+        }
+        if let Some(ring) = ring {
+            self.ring.store(Some(Arc::new(ring)));
+        }
+        crate::telemetry::set_level(cfg.log.level.as_deref());
         self.config.store(Arc::new(cfg));
-        self.snapshot.store(Arc::new(snap));
+        self.store(snap);
         Ok(())
     }
 

@@ -555,7 +555,7 @@ async fn rotation_under_load_loses_no_request_and_switches_version() {
 
 // === two processes, one ring ================================================
 
-fn spawn_scrim(dir: &Path, name: &str, config: &str) -> ChildGuard {
+pub fn spawn_scrim(dir: &Path, name: &str, config: &str) -> ChildGuard {
     let cfg = dir.join(format!("{name}.toml"));
     std::fs::write(&cfg, config).expect("write the config");
     let log = dir.join(format!("{name}.log"));
@@ -571,7 +571,7 @@ fn spawn_scrim(dir: &Path, name: &str, config: &str) -> ChildGuard {
     ChildGuard { child, stderr: log }
 }
 
-async fn wait_ready(client: &HttpClient, p: &mut ChildGuard, admin: SocketAddr, name: &str) {
+pub async fn wait_ready(client: &HttpClient, p: &mut ChildGuard, admin: SocketAddr, name: &str) {
     let deadline = Instant::now() + WAIT;
     loop {
         p.assert_running(name);

@@ -15,6 +15,7 @@ mod rules; // every shipped rule file checks clean and transforms its fixture; `
 mod support; // shared helpers: test key, engines from TOML, the scrim binary, leak checks
 
 mod envelope; // Sentry envelopes and the store endpoint: framing, allow-list per item, errors, through the proxy
+mod operations; // metrics, logs without personal data, SIGHUP reload and SIGTERM drain under load, certificate reload
 mod processors;
 mod ropa; // `scrim ropa`: records of processing regenerated from the rule files and a config
 mod unknown_fields; // unknown-field report: names and counts per route, never values; admin endpoint // product-analytics processors (Segment, PostHog, Mixpanel, Amplitude, Snowplow): documented payloads, deep leak checks, body_format

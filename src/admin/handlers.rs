@@ -27,6 +27,9 @@ pub async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<BoxBody> 
             return json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
         }
         (&Method::GET, "/readyz") => return ready(admin),
+        // Counts only, no personal data: scraped like the probes, without
+        // a token (the listener is loopback unless configured otherwise).
+        (&Method::GET, "/metrics") => return metrics(admin),
         _ => {}
     }
 
@@ -109,7 +112,21 @@ pub async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<BoxBody> 
     }
 }
 
+fn metrics(admin: &Admin) -> Response<BoxBody> {
+    let mut res = Response::new(crate::proxy::body::boxed(http_body_util::Full::new(
+        bytes::Bytes::from(admin.runtime.metrics.render()),
+    )));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    res
+}
+
 fn ready(admin: &Admin) -> Response<BoxBody> {
+    if admin.runtime.is_draining() {
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
     let snap = admin.runtime.snapshot();
     let version = snap.routes.first().map(|r| r.engine.key_version());
     if snap.routes.is_empty() {

@@ -4,7 +4,8 @@
 //! | method | path                    | roles              | does |
 //! |--------|-------------------------|--------------------|------|
 //! | GET    | `/healthz`              | none               | the process is up |
-//! | GET    | `/readyz`               | none               | routes and an active key are loaded |
+//! | GET    | `/readyz`               | none               | routes and an active key are loaded; 503 once shutdown starts |
+//! | GET    | `/metrics`              | none               | Prometheus text (`telemetry/metrics.rs`); counts only |
 //! | GET    | `/keys`                 | security, operator | key versions: id, created, state (no material) |
 //! | POST   | `/keys/rotate`          | security           | new active version; the old one becomes previous |
 //! | POST   | `/keys/{id}/retire`     | security           | destroys a previous version's material |

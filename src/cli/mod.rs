@@ -3,7 +3,7 @@
 //! (usage errors exit 2, from clap).
 
 mod check;
-mod demo;
+pub mod demo;
 mod keys;
 mod ropa;
 mod run;

@@ -1,5 +1,6 @@
-//! `scrim run`: load the config, bind the listeners, serve until SIGINT or
-//! SIGTERM, then drain.
+//! `scrim run`: load the config, bind the listeners, serve; SIGHUP reloads
+//! (config, rules, certificates, key ring: all or nothing), SIGTERM and
+//! SIGINT stop accepting and drain.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,17 +20,25 @@ pub struct RunArgs {
     /// The config file.
     #[arg(short, long, env = "SCRIM_CONFIG", default_value = "scrim.toml")]
     config: PathBuf,
-    /// Log format on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
-    /// Longest wait for open connections to finish on shutdown, in seconds.
-    #[arg(long, default_value_t = 30)]
-    drain_secs: u64,
+    /// Log format on stderr (default: the config's `[log] format`, else text).
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Longest wait for requests in flight on shutdown, in seconds (default:
+    /// the config's `[limits] drain_timeout_ms`, else 30).
+    #[arg(long)]
+    drain_secs: Option<u64>,
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
-    telemetry::init(a.log_format);
     let cfg = config::load(&a.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    telemetry::init(
+        a.log_format.or(cfg.log.format).unwrap_or(LogFormat::Text),
+        cfg.log.level.as_deref(),
+    );
+    let drain = a
+        .drain_secs
+        .map(Duration::from_secs)
+        .unwrap_or(cfg.limits.drain_timeout);
     let keys = match (&cfg.keys.ring, &cfg.keys.file) {
         (Some(ring), _) => Keys::Ring {
             path: ring.clone(),
@@ -45,27 +54,46 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(async {
         let routes = cfg.routes.len();
         let rt = Runtime::new(cfg, keys)?;
-        let running = crate::server::start_runtime(rt, Duration::from_secs(a.drain_secs)).await?;
-        tracing::info!(addrs = ?running.addrs, routes, "scrim is running");
-        shutdown_signal().await;
-        tracing::info!("shutting down");
+        let running = crate::server::start_runtime(rt, drain).await?;
+        tracing::info!(addrs = ?running.addrs, admin = ?running.admin_addr, routes, "scrim is running");
+        serve_signals(&running.runtime).await;
+        tracing::info!(drain_secs = drain.as_secs_f64(), "shutting down: draining requests in flight");
         running.stop().await;
+        tracing::info!("stopped");
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Reloads on SIGHUP until SIGTERM or SIGINT arrives.
+async fn serve_signals(rt: &std::sync::Arc<Runtime>) {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler cannot fail on unix");
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            tracing::error!("cannot install signal handlers; stop scrim with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                _ = term.recv() => return,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading");
+                    let rt = rt.clone();
+                    // Reading files and compiling rules is blocking work.
+                    let _ = tokio::task::spawn_blocking(move || rt.reload()).await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    {
+        let _ = rt;
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -42,6 +42,19 @@ pub struct FileConfig {
     pub admin: Option<Spanned<AdminSpec>>,
     #[serde(default)]
     pub privacy: PrivacySpec,
+    #[serde(default)]
+    pub log: LogSpec,
+}
+
+/// `[log]`: what scrim writes on stderr. `RUST_LOG`, when set, overrides
+/// `level`; `--log-format` overrides `format`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSpec {
+    /// A `tracing` filter: "info" (default), "debug", "scrim=trace,info", ...
+    pub level: Option<Spanned<String>>,
+    /// "text" (default) or "json".
+    pub format: Option<crate::telemetry::LogFormat>,
 }
 
 /// `[privacy]`: state shared by every route.
@@ -121,6 +134,9 @@ pub struct LimitsSpec {
     pub body_timeout_ms: Option<u64>,
     /// Concurrent client connections (default 10000).
     pub max_connections: Option<usize>,
+    /// On SIGTERM or SIGINT, how long requests in flight may take to finish
+    /// before scrim exits anyway (default 30 s).
+    pub drain_timeout_ms: Option<u64>,
     /// JSON nesting depth (default 128).
     pub max_depth: Option<usize>,
     /// Longest JSON string (default 1 MiB).
@@ -174,6 +190,8 @@ pub struct UpstreamSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSpec {
+    /// Names the route in metrics and logs (default: its position, "1", "2"...).
+    pub name: Option<Spanned<String>>,
     /// Match on the Host header (port ignored), case-insensitive.
     pub host: Option<String>,
     /// Match this exact path...

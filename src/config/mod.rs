@@ -31,6 +31,15 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// The objection register's file, if any.
     pub objections: Option<PathBuf>,
+    pub log: LogConfig,
+}
+
+/// `[log]`, validated.
+#[derive(Debug, Clone, Default)]
+pub struct LogConfig {
+    /// A valid `tracing` filter directive; `None`: "info".
+    pub level: Option<String>,
+    pub format: Option<crate::telemetry::LogFormat>,
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +90,8 @@ pub struct ProxyLimits {
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub max_connections: usize,
+    /// How long a shutdown waits for requests in flight.
+    pub drain_timeout: Duration,
     pub engine: Limits,
 }
 
@@ -93,6 +104,7 @@ impl Default for ProxyLimits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_connections: 10_000,
+            drain_timeout: Duration::from_secs(30),
             engine: Limits::default(),
         }
     }
@@ -113,8 +125,10 @@ pub struct UpstreamConfig {
 
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
-    /// 1-based position in the file, for logs and metrics.
+    /// 1-based position in the file.
     pub index: usize,
+    /// The route's `name`, else its position: the label in metrics and logs.
+    pub name: Arc<String>,
     pub host: Option<String>,
     pub path: PathMatch,
     /// Empty: any method.
@@ -236,6 +250,10 @@ impl Cx<'_> {
                 .map(Duration::from_millis)
                 .unwrap_or(d.body_timeout),
             max_connections: l.max_connections.unwrap_or(d.max_connections).max(1),
+            drain_timeout: l
+                .drain_timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(d.drain_timeout),
             engine: Limits {
                 max_depth: l.max_depth.unwrap_or(d.engine.max_depth),
                 max_string_len: l.max_string_bytes.unwrap_or(d.engine.max_string_len),
@@ -309,6 +327,14 @@ impl Cx<'_> {
         }
         for (i, r) in f.routes.iter().enumerate() {
             if let Some(route) = self.route(i + 1, r, &upstreams, &limits) {
+                if routes.iter().any(|o: &RouteConfig| o.name == route.name) {
+                    let span = r.get_ref().name.as_ref().map_or(r.span(), |n| n.span());
+                    self.error(
+                        span,
+                        &format!("two routes are named `{}`", route.name),
+                        Some("route names label metrics; give each route its own"),
+                    );
+                }
                 routes.push(route);
             }
         }
@@ -320,6 +346,7 @@ impl Cx<'_> {
             keys: self.keys(&f.keys),
             admin: f.admin.as_ref().and_then(|a| self.admin(a)),
             objections: f.privacy.objections.as_ref().map(|p| self.resolve(p)),
+            log: self.log(&f.log),
             upstreams,
             routes,
         }
@@ -530,6 +557,24 @@ impl Cx<'_> {
         })
     }
 
+    fn log(&mut self, l: &file::LogSpec) -> LogConfig {
+        if let Some(level) = &l.level {
+            if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(level.get_ref()) {
+                self.error(
+                    level.span(),
+                    &format!("log.level is not a valid filter: {e}"),
+                    Some(
+                        "write a level (\"info\", \"debug\") or directives (\"scrim=debug,info\")",
+                    ),
+                );
+            }
+        }
+        LogConfig {
+            level: l.level.as_ref().map(|l| l.get_ref().clone()),
+            format: l.format,
+        }
+    }
+
     fn route(
         &mut self,
         index: usize,
@@ -558,6 +603,24 @@ impl Cx<'_> {
                 None,
             );
         }
+        let name = match &spec.name {
+            Some(n) => {
+                let ok = !n.get_ref().is_empty()
+                    && n.get_ref().len() <= 64
+                    && n.get_ref()
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                if !ok {
+                    self.error(
+                        n.span(),
+                        "a route name is 1 to 64 letters, digits, `-`, `_` or `.`",
+                        Some("it labels the route's metrics, e.g. name = \"posthog-events\""),
+                    );
+                }
+                n.get_ref().clone()
+            }
+            None => index.to_string(),
+        };
         let mut methods = Vec::new();
         for m in spec.methods.iter().flatten() {
             match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
@@ -634,6 +697,7 @@ impl Cx<'_> {
         };
         Some(RouteConfig {
             index,
+            name: Arc::new(name),
             host: spec.host.as_ref().map(|h| h.to_ascii_lowercase()),
             path,
             methods,

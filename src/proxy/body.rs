@@ -16,7 +16,10 @@ use tokio::time::{Instant, Sleep};
 use super::encoding::{Coding, Decoder, Encoder};
 use super::respond::ProxyError;
 use super::BoxError;
-use crate::engine::{Engine, EngineError, NdjsonStream, SseStream};
+use crate::engine::{Engine, EngineError, NdjsonStream, SseStream, Stats};
+
+/// Told the totals when a stream ends well.
+pub type StatsSink = Box<dyn FnOnce(&Stats) + Send>;
 
 /// Reads a whole body: 413 past `limit` bytes, 408 past `timeout`.
 pub async fn collect<B>(body: B, limit: u64, timeout: Duration) -> Result<Vec<u8>, ProxyError>
@@ -56,12 +59,12 @@ impl LineTransform {
         }
     }
 
-    fn finish(self, engine: &Engine, out: &mut Vec<u8>) -> Result<(), EngineError> {
+    fn finish(self, engine: &Engine, out: &mut Vec<u8>) -> Result<Stats, EngineError> {
         match self {
-            LineTransform::Ndjson(s) => s.finish(engine, out).map(|_| ()),
+            LineTransform::Ndjson(s) => s.finish(engine, out),
             LineTransform::Sse(s) => {
                 s.finish();
-                Ok(())
+                Ok(Stats::default())
             }
         }
     }
@@ -84,6 +87,7 @@ pub struct StreamingBody<B> {
     failure: FailureSlot,
     idle: Duration,
     sleep: Pin<Box<Sleep>>,
+    on_stats: Option<StatsSink>,
 }
 
 impl<B> StreamingBody<B> {
@@ -106,7 +110,14 @@ impl<B> StreamingBody<B> {
             failure,
             idle,
             sleep: Box::pin(tokio::time::sleep(idle)),
+            on_stats: None,
         })
+    }
+
+    /// Reports the stream's totals when it ends without error.
+    pub fn with_stats(mut self, sink: StatsSink) -> Self {
+        self.on_stats = Some(sink);
+        self
     }
 
     fn fail(&mut self, e: ProxyError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
@@ -149,8 +160,12 @@ impl<B> StreamingBody<B> {
         let mut out = Vec::new();
         tr.push(&self.engine, &decoded, &mut out)
             .map_err(ProxyError::Malformed)?;
-        tr.finish(&self.engine, &mut out)
+        let stats = tr
+            .finish(&self.engine, &mut out)
             .map_err(ProxyError::Malformed)?;
+        if let Some(sink) = self.on_stats.take() {
+            sink(&stats);
+        }
         let mut bytes = enc.push(&out, false);
         bytes.extend(enc.finish());
         Ok(bytes)
@@ -232,6 +247,44 @@ impl Progress {
 impl Default for Progress {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// A body that adds the bytes it passes to a counter.
+pub struct Counted<B> {
+    inner: B,
+    counter: prometheus_client::metrics::counter::Counter,
+}
+
+impl<B> Counted<B> {
+    pub fn new(inner: B, counter: prometheus_client::metrics::counter::Counter) -> Self {
+        Self { inner, counter }
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let res = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &res {
+            if let Some(data) = frame.data_ref() {
+                self.counter.inc_by(data.len() as u64);
+            }
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -30,18 +30,19 @@ pub mod upstream;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, Uri};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument};
 
 use crate::engine::{Format, NdjsonStream, SseStream, UnknownFields};
 use crate::privacy::consent::Decision;
 use crate::snapshot::{Route, Runtime, Snapshot};
+use crate::telemetry::metrics::{Dropped, RouteMetrics};
 use body::{FailureSlot, LineTransform, StreamingBody};
 use encoding::Coding;
 pub use respond::ProxyError;
@@ -70,21 +71,72 @@ impl ProxyService {
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Result<Response<BoxBody>, Infallible> {
+        let started = Instant::now();
+        let id = request_id();
+        let span = tracing::debug_span!("request", id = %id);
         // Pin the snapshot for the whole request: a rotation or reload that
         // lands meanwhile applies to the next request, not to this one.
         let snap = self.runtime.snapshot();
         let method = req.method().clone();
-        match proxy(&self.runtime, &snap, req, peer).await {
+        let mut seen = Seen::default();
+        let rt = &self.runtime;
+        let res = proxy(rt, &snap, req, peer, &mut seen)
+            .instrument(span.clone())
+            .await;
+        let _enter = span.enter();
+        let route = seen.route.as_ref().map(|r| &r.name);
+        let mut res = match res {
             Ok(res) => {
-                debug!(%method, status = res.status().as_u16(), "forwarded");
-                Ok(res)
+                debug!(route = route.map(|r| r.as_str()), %method, status = res.status().as_u16(), "forwarded");
+                res
             }
             Err(e) => {
-                warn!(%method, status = e.status().as_u16(), reason = e.code(), "refused");
-                Ok(e.into_response())
+                warn!(route = route.map(|r| r.as_str()), %method, status = e.status().as_u16(), reason = e.code(), "refused");
+                if let Some(reason) = e.dropped() {
+                    rt.metrics.dropped(reason, 1);
+                }
+                e.into_response()
             }
+        };
+        rt.metrics
+            .request(route.unwrap_or(&NO_ROUTE), res.status().as_u16());
+        if let (Some(r), Some(upstream)) = (&seen.route, seen.upstream) {
+            r.timing(started.elapsed(), upstream);
         }
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            res.headers_mut().insert(REQUEST_ID, v);
+        }
+        Ok(res)
     }
+}
+
+/// The route label of requests that matched none.
+static NO_ROUTE: std::sync::LazyLock<Arc<String>> =
+    std::sync::LazyLock::new(|| Arc::new("none".to_owned()));
+
+/// Given back to the client so a failed request can be found in the logs.
+const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-scrim-request-id");
+
+/// A request id: 16 hex digits, a per-process random prefix and a counter.
+/// Never taken from the request: a client-chosen id could carry anything
+/// into the logs.
+fn request_id() -> String {
+    static PREFIX: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| {
+        let mut b = [0u8; 4];
+        let _ = getrandom::fill(&mut b);
+        u32::from_le_bytes(b)
+    });
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{:08x}{n:08x}", *PREFIX)
+}
+
+/// What the request handler learns for its metrics as the request goes.
+#[derive(Default)]
+struct Seen {
+    route: Option<RouteMetrics>,
+    /// Time from sending upstream to the response head.
+    upstream: Option<Duration>,
 }
 
 async fn proxy(
@@ -92,6 +144,7 @@ async fn proxy(
     snap: &Snapshot,
     req: Request<Incoming>,
     peer: SocketAddr,
+    seen: &mut Seen,
 ) -> Result<Response<BoxBody>, ProxyError> {
     let limits = &snap.limits;
 
@@ -109,6 +162,8 @@ async fn proxy(
         .find(|r| route::matches(&r.cfg, host.as_deref(), &path, req.method()))
         .ok_or(ProxyError::NoRoute)?;
     let engine = &route.engine;
+    seen.route = Some(route.metrics.clone());
+    let metrics = &rt.metrics;
 
     // --- phase 1b: consent ------------------------------------------------
     // A consent purpose without consent (or with `Sec-GPC: 1`) forwards
@@ -118,7 +173,8 @@ async fn proxy(
             rt.privacy
                 .withheld_consent
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            debug!(route = route.cfg.index, "withheld: no consent");
+            metrics.dropped(Dropped::NoConsent, 1);
+            debug!(route = %route.cfg.name, "withheld: no consent");
             return Ok(withheld());
         }
     }
@@ -152,6 +208,7 @@ async fn proxy(
 
     // --- phase 3: headers ---------------------------------------------------
     let (parts, incoming) = req.into_parts();
+    let incoming = body::Counted::new(incoming, route.metrics.bytes_in.clone());
     let mut headers = headers::request_headers_reporting(
         &parts.headers,
         engine,
@@ -192,7 +249,12 @@ async fn proxy(
                     limits.max_decoded_bytes,
                     limits.body_timeout,
                     failure.clone(),
-                )?;
+                )?
+                .with_stats(Box::new({
+                    let metrics = rt.metrics.clone();
+                    let name = route.cfg.name.clone();
+                    move |s| metrics.fields(&name, s)
+                }));
                 body::boxed(streaming)
             }
             format => {
@@ -209,6 +271,7 @@ async fn proxy(
                     .transform_reporting(format, &decoded, &mut out, &mut unknown)
                     .map_err(|e| refused(rt, e))?;
                 rt.privacy.add(&stats);
+                metrics.fields(&route.cfg.name, &stats);
                 if let Some(candidate) = &route.shadow_engine {
                     // The candidate's output is compared, never forwarded.
                     let mut shadow = Vec::with_capacity(out.len());
@@ -217,7 +280,7 @@ async fn proxy(
                         .record(route.cfg.index, &out, ok.then_some(shadow.as_slice()));
                 }
                 if out.is_empty() && stats.withheld_consent + stats.withheld_objection > 0 {
-                    debug!(route = route.cfg.index, "withheld: consent or objection");
+                    debug!(route = %route.cfg.name, "withheld: consent or objection");
                     return Ok(withheld());
                 }
                 let encoded = encoding::encode_all(coding, &out);
@@ -237,6 +300,7 @@ async fn proxy(
 
     // --- phase 5: forward ---------------------------------------------------
     let progress = body::Progress::new();
+    let body = body::Counted::new(body, route.metrics.bytes_out.clone());
     let mut up = Request::new(body::boxed(body::Tracked::new(body, progress.clone())));
     *up.method_mut() = parts.method;
     *up.uri_mut() = uri;
@@ -244,6 +308,7 @@ async fn proxy(
     // The response timeout counts while scrim waits on the upstream, not
     // while a client is still streaming its body (the body timeout's job).
     let timeout = upstream.response_timeout;
+    let sent_at = Instant::now();
     let request = route.client.request(up);
     tokio::pin!(request);
     let sent = loop {
@@ -261,6 +326,7 @@ async fn proxy(
             }
         }
     };
+    seen.upstream = Some(sent_at.elapsed());
     let taken = || failure.lock().ok().and_then(|mut f| f.take());
     let res = match sent {
         Some(Ok(res)) => res,

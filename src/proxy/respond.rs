@@ -70,6 +70,24 @@ impl ProxyError {
         }
     }
 
+    /// Whether the request carried events that were not forwarded because
+    /// of this error, and why (for metrics). Errors of routing or of the
+    /// upstream are not drops: the events never reached the rules.
+    pub fn dropped(&self) -> Option<crate::telemetry::metrics::Dropped> {
+        use crate::telemetry::metrics::Dropped;
+        match self {
+            ProxyError::Leak { .. } => Some(Dropped::LeakGuard),
+            ProxyError::Malformed(_)
+            | ProxyError::BadEncoding
+            | ProxyError::UnsupportedContentType
+            | ProxyError::UnsupportedEncoding
+            | ProxyError::BodyTooLarge { .. }
+            | ProxyError::DecodedTooLarge { .. }
+            | ProxyError::Internal => Some(Dropped::FailClosed),
+            _ => None,
+        }
+    }
+
     /// A stable short code for logs and metrics.
     pub fn code(&self) -> &'static str {
         match self {

@@ -26,6 +26,8 @@ use crate::proxy::ProxyService;
 pub struct Listener {
     pub tcp: TcpListener,
     pub tls: Option<TlsAcceptor>,
+    /// The certificate behind `tls`, for reloads.
+    pub cert: Option<Arc<tls::ReloadableCert>>,
 }
 
 impl Listener {
@@ -181,11 +183,14 @@ pub async fn bind(cfg: &crate::config::ListenerConfig) -> Result<Listener, Start
             addr: cfg.addr,
             source,
         })?;
-    let tls = match &cfg.tls {
-        Some(t) => Some(tls::acceptor(&t.cert, &t.key)?),
-        None => None,
+    let (tls, cert) = match &cfg.tls {
+        Some(t) => {
+            let (acceptor, cert) = tls::acceptor(&t.cert, &t.key)?;
+            (Some(acceptor), Some(cert))
+        }
+        None => (None, None),
     };
-    Ok(Listener { tcp, tls })
+    Ok(Listener { tcp, tls, cert })
 }
 
 /// A running scrim: its bound addresses and the handle that stops it.
@@ -198,16 +203,23 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     watcher: Option<tokio::task::JoinHandle<()>>,
+    admin_shutdown: watch::Sender<bool>,
+    admin_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
     /// Stops accepting, drains open connections, and returns when done.
     pub async fn stop(self) {
+        self.runtime.start_draining();
         if let Some(w) = &self.watcher {
             w.abort();
         }
         let _ = self.shutdown.send(true);
         for t in self.tasks {
+            let _ = t.await;
+        }
+        let _ = self.admin_shutdown.send(true);
+        if let Some(t) = self.admin_task {
             let _ = t.await;
         }
     }
@@ -239,6 +251,9 @@ pub async fn start_runtime(
     let mut tasks = Vec::new();
     for l in &cfg.listeners {
         let listener = bind(l).await?;
+        if let Some(cert) = &listener.cert {
+            rt.add_cert(cert.clone());
+        }
         addrs.push(listener.local_addr().map_err(|source| StartError::Bind {
             addr: l.addr,
             source,
@@ -253,8 +268,13 @@ pub async fn start_runtime(
     }
     let watcher = rt.spawn_key_watcher();
     let mut admin_addr = None;
+    let (admin_tx, admin_rx) = watch::channel(false);
+    let mut admin_task = None;
     if let Some(admin_cfg) = &cfg.admin {
         let listener = bind(&admin_cfg.listener).await?;
+        if let Some(cert) = &listener.cert {
+            rt.add_cert(cert.clone());
+        }
         admin_addr = Some(listener.local_addr().map_err(|source| StartError::Bind {
             addr: admin_cfg.listener.addr,
             source,
@@ -274,11 +294,13 @@ pub async fn start_runtime(
             config: admin_cfg.clone(),
             audit,
         });
-        tasks.push(tokio::spawn(crate::admin::serve(
+        // The admin listener outlives the drain, so probes see readiness
+        // turn false and metrics stay readable while requests finish.
+        admin_task = Some(tokio::spawn(crate::admin::serve(
             admin,
             listener.tcp,
             listener.tls,
-            rx.clone(),
+            admin_rx,
         )));
     }
     Ok(Running {
@@ -288,5 +310,7 @@ pub async fn start_runtime(
         shutdown: tx,
         tasks,
         watcher,
+        admin_shutdown: admin_tx,
+        admin_task,
     })
 }

@@ -34,6 +34,9 @@ pub struct DemoArgs {
     /// Print only the summary.
     #[arg(long, short)]
     quiet: bool,
+    /// Log format on stderr; the level is `RUST_LOG`, else warnings only.
+    #[arg(long, value_enum, default_value_t = crate::telemetry::LogFormat::Text)]
+    log_format: crate::telemetry::LogFormat,
 }
 
 /// The rule files shipped in `rules/`, compiled into the binary.
@@ -173,6 +176,7 @@ fn demo_config(upstream: SocketAddr) -> String {
 }
 
 pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
+    crate::telemetry::init(a.log_format, Some("warn"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
