@@ -17,5 +17,6 @@ mod support; // shared helpers: test key, engines from TOML, the scrim binary, l
 mod envelope; // Sentry envelopes and the store endpoint: framing, allow-list per item, errors, through the proxy
 mod operations; // metrics, logs without personal data, SIGHUP reload and SIGTERM drain under load, certificate reload
 mod processors;
+mod reliability; // the reliability and security suite behind docs/reliability.md: hostile input, faults, load, access
 mod ropa; // `scrim ropa`: records of processing regenerated from the rule files and a config
 mod unknown_fields; // unknown-field report: names and counts per route, never values; admin endpoint // product-analytics processors (Segment, PostHog, Mixpanel, Amplitude, Snowplow): documented payloads, deep leak checks, body_format
