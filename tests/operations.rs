@@ -26,7 +26,7 @@ use crate::proxy_support::{self as ps, HttpClient, Upstream, WAIT};
 // === metrics ===================================================================
 
 /// The value of the sample `series` (name and labels exactly as exposed).
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
         let (name, value) = l.rsplit_once(' ')?;
         (name == series).then(|| value.parse().expect("a numeric sample"))
@@ -41,7 +41,7 @@ fn assert_sample(text: &str, series: &str, want: f64) {
     }
 }
 
-async fn metrics(client: &HttpClient, admin: SocketAddr) -> String {
+pub async fn metrics(client: &HttpClient, admin: SocketAddr) -> String {
     let r = admin_call(client, admin, Method::GET, "/metrics", None, None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let ctype = r.headers["content-type"].to_str().unwrap_or_default();
@@ -303,7 +303,7 @@ fn logs_carry_no_personal_data_at_the_most_verbose_level() {
 // === processes ================================================================
 
 /// `scrim run` on `dir/NAME.toml`, logging to `dir/NAME.log` at `level`.
-fn spawn_run(dir: &Path, name: &str, config: &str, level: &str) -> ChildGuard {
+pub fn spawn_run(dir: &Path, name: &str, config: &str, level: &str) -> ChildGuard {
     let cfg = dir.join(format!("{name}.toml"));
     std::fs::write(&cfg, config).expect("write the config");
     let log = dir.join(format!("{name}.log"));
@@ -319,7 +319,7 @@ fn spawn_run(dir: &Path, name: &str, config: &str, level: &str) -> ChildGuard {
     ChildGuard { child, stderr: log }
 }
 
-fn signal(p: &ChildGuard, sig: &str) {
+pub fn signal(p: &ChildGuard, sig: &str) {
     let status = Command::new("kill")
         .args([sig, &p.child.id().to_string()])
         .status()
@@ -328,7 +328,7 @@ fn signal(p: &ChildGuard, sig: &str) {
 }
 
 /// Polls `/metrics` until `series` reaches `want`.
-async fn wait_metric(
+pub async fn wait_metric(
     client: &HttpClient,
     p: &mut ChildGuard,
     admin: SocketAddr,

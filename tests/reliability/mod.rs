@@ -96,6 +96,22 @@ impl Cases {
             self.ran,
             self.ran - self.failed.len(),
         );
+        self.verdict();
+    }
+
+    /// [`finish`](Self::finish), with measured figures in the record.
+    pub fn finish_with(self, figures: serde_json::Value) {
+        record_figures(
+            self.class,
+            self.item,
+            self.ran,
+            self.ran - self.failed.len(),
+            figures,
+        );
+        self.verdict();
+    }
+
+    fn verdict(self) {
         assert!(self.ran > 0, "{}: no case ran", self.item);
         assert!(
             self.failed.is_empty(),
