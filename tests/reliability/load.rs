@@ -19,6 +19,9 @@ use crate::keyring::{config, free_ports, init_ring, rotate_via_admin, rules, wai
 use crate::operations::{signal, spawn_run, wait_metric};
 use crate::proxy_support::{self as ps, Upstream, WAIT};
 
+/// A request's number and its status (or the client's error).
+type Outcome = (usize, Result<u16, String>);
+
 /// Resident and peak resident set of a process, in KiB.
 fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -105,8 +108,7 @@ async fn sustained_load_with_a_reload_and_a_rotation_loses_and_leaks_nothing() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let next = Arc::new(AtomicUsize::new(0));
-    // (n, status or client error)
-    let outcomes: Arc<Mutex<Vec<(usize, Result<u16, String>)>>> = Arc::default();
+    let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
     let mut workers = Vec::new();
     for _ in 0..WORKERS {
         let (client, stop, next, outcomes) =
