@@ -888,3 +888,46 @@ fn log_and_route_name_settings_are_checked() {
     assert_eq!(c.log.level.as_deref(), Some("scrim=debug,info"));
     assert_eq!(c.routes[0].name.as_str(), "a");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_revokes_and_adds_admin_tokens() {
+    let up = Upstream::start(ps::ok_responder()).await;
+    let dir = ps::tempdir();
+    let ring = init_ring(dir.path());
+    let audit = dir.path().join("audit.log");
+    let cfg = config(
+        "127.0.0.1:0",
+        &up.url(),
+        &ring,
+        "",
+        &route(
+            "/",
+            &rules("audience", "analytics", "13 months", EMAIL_RULES),
+        ),
+        Some(("127.0.0.1:0", &audit)),
+    );
+    let running = start_scrim(dir.path(), &cfg).await;
+    let admin = running.admin_addr.expect("admin");
+    let client = ps::h1_client();
+    let keys = |token: &str| {
+        let client = client.clone();
+        let auth = bearer(token);
+        async move {
+            admin_call(&client, admin, Method::GET, "/keys", Some(&auth), None)
+                .await
+                .status
+        }
+    };
+    assert_eq!(keys(OPERATOR_TOKEN).await, StatusCode::OK);
+    // The operator token is replaced by a new one.
+    let new_token = "operator-token-rotated-5e0c";
+    let rotated = cfg.replace(
+        &crate::keyring::sha256_hex(OPERATOR_TOKEN),
+        &crate::keyring::sha256_hex(new_token),
+    );
+    std::fs::write(dir.path().join("scrim.toml"), rotated).expect("new config");
+    running.runtime.reload().expect("the reload succeeds");
+    assert_eq!(keys(OPERATOR_TOKEN).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(keys(new_token).await, StatusCode::OK);
+    ps::within("scrim to stop", WAIT, running.stop()).await;
+}

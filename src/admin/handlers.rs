@@ -66,7 +66,11 @@ pub async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<BoxBody> 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let caller = match auth::authenticate(&admin.config.tokens, authz) {
+    // The tokens of the config in force: a reload adds or revokes tokens
+    // without a restart.
+    let config = admin.runtime.config();
+    let tokens = config.admin.as_ref().map_or(&[][..], |a| &a.tokens[..]);
+    let caller = match auth::authenticate(tokens, authz) {
         Ok(c) => c,
         Err(_) => {
             admin.audit.record(None, action, None, "unauthenticated");
@@ -179,7 +183,7 @@ fn rotate(admin: &Admin, caller: &Caller) -> Response<BoxBody> {
             admin
                 .audit
                 .record(Some(caller), "keys.rotate", None, "failed");
-            error_response(StatusCode::CONFLICT, &e.to_string())
+            ring_error(&e)
         }
     }
 }
@@ -203,8 +207,21 @@ fn retire(admin: &Admin, caller: &Caller, id: &str) -> Response<BoxBody> {
             admin
                 .audit
                 .record(Some(caller), "keys.retire", Some(&target), "failed");
-            error_response(StatusCode::CONFLICT, &e.to_string())
+            ring_error(&e)
         }
+    }
+}
+
+/// A key operation that failed: 500 when the ring file could not be read or
+/// written (a full or read-only disk; the ring was not changed), else 409.
+fn ring_error(e: &crate::snapshot::RuntimeError) -> Response<BoxBody> {
+    use crate::keyring::KeyRingError;
+    match e {
+        crate::snapshot::RuntimeError::Ring(KeyRingError::Io { source, .. }) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("the key ring could not be updated ({source}); it was not changed"),
+        ),
+        _ => error_response(StatusCode::CONFLICT, &e.to_string()),
     }
 }
 
