@@ -46,6 +46,39 @@ pub struct Admin {
     pub audit: audit::AuditLog,
 }
 
+/// A warning when the admin API listens beyond loopback without TLS: its
+/// bearer tokens would then cross the network in clear.
+pub fn exposure_warning(cfg: &AdminConfig) -> Option<String> {
+    let addr = cfg.listener.addr;
+    (!addr.ip().is_loopback() && cfg.listener.tls.is_none()).then(|| {
+        format!(
+            "the admin API listens on {addr}, beyond loopback, without TLS: its bearer \
+             tokens cross the network in clear; set [admin] tls = {{ cert, key }} or a \
+             loopback addr"
+        )
+    })
+}
+
+/// Every warning about how `cfg` exposes secrets: the admin API beyond
+/// loopback without TLS, a key ring or KEK file readable by others. Logged
+/// at start and printed by `scrim check -c`.
+pub fn startup_warnings(cfg: &crate::config::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(w) = cfg.admin.as_ref().and_then(exposure_warning) {
+        out.push(w);
+    }
+    let files = [
+        (cfg.keys.ring.as_deref(), "the key ring"),
+        (cfg.keys.kek_file.as_deref(), "the KEK file"),
+    ];
+    for (path, what) in files {
+        if let Some(w) = path.and_then(|p| crate::keyring::store::exposure_warning(p, what)) {
+            out.push(w);
+        }
+    }
+    out
+}
+
 /// Serves the admin API until `shutdown` turns true.
 pub async fn serve(
     admin: Arc<Admin>,

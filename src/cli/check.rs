@@ -38,6 +38,12 @@ pub fn run(a: CheckArgs) -> anyhow::Result<ExitCode> {
                         r.rules.purpose.retention
                     );
                 }
+                if let Some(a) = &cfg.admin {
+                    println!("  admin API on {}", a.listener.addr);
+                }
+                for w in crate::admin::startup_warnings(&cfg) {
+                    println!("warning: {w}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -137,10 +137,15 @@ pub fn write(path: &Path, kek: &Kek, versions: &[StoredVersion]) -> Result<(), K
 /// by every file scrim keeps state in.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = temp_path(path);
-    {
-        let mut f = create_private(&tmp)?;
+    let written = create_private(&tmp).and_then(|mut f| {
         f.write_all(bytes)?;
-        f.sync_all()?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        // A full or failing disk: the file being replaced is untouched, and
+        // no partial temporary file is left to take up space.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
     fail_point("after-temp-write");
     fs::rename(&tmp, path)?;
@@ -187,6 +192,10 @@ fn temp_path(path: &Path) -> PathBuf {
 }
 
 fn create_private(path: &Path) -> std::io::Result<File> {
+    if std::env::var("SCRIM_FAIL_POINT").is_ok_and(|v| v == "temp-create-erofs") {
+        // What the kernel answers on a read-only file system (EROFS).
+        return Err(std::io::Error::from_raw_os_error(30));
+    }
     let mut o = OpenOptions::new();
     o.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -197,8 +206,35 @@ fn create_private(path: &Path) -> std::io::Result<File> {
     o.open(path)
 }
 
-/// Crash-safety tests stop the process between the temporary write and the
-/// rename by setting `SCRIM_FAIL_POINT=after-temp-write`.
+/// A warning when `path` (the ring, the KEK file) can be read or written by
+/// anyone but its owner: it names the file and its mode, never its contents.
+/// `None` when the file is private, or cannot be inspected (the load that
+/// follows reports that).
+pub fn exposure_warning(path: &Path, what: &str) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then(|| {
+            format!(
+                "{what} {} is accessible to group or others (mode {mode:04o}); \
+                 make it owner-only: chmod 600 {}",
+                path.display(),
+                path.display()
+            )
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, what);
+        None
+    }
+}
+
+/// Fault injection for tests, through `SCRIM_FAIL_POINT`:
+/// `after-temp-write` aborts the process between the temporary write and the
+/// rename (crash safety); `temp-create-erofs` makes creating the temporary
+/// file fail with EROFS, as on a read-only file system.
 fn fail_point(name: &str) {
     if std::env::var("SCRIM_FAIL_POINT").is_ok_and(|v| v == name) {
         std::process::abort();

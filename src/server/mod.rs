@@ -245,6 +245,9 @@ pub async fn start_runtime(
     drain: Duration,
 ) -> Result<Running, StartError> {
     let cfg = rt.config();
+    for w in crate::admin::startup_warnings(&cfg) {
+        tracing::warn!("{w}");
+    }
     let service = ProxyService::new(rt.clone());
     let (tx, rx) = watch::channel(false);
     let mut addrs = Vec::new();
