@@ -207,7 +207,9 @@ fn create_private(path: &Path) -> std::io::Result<File> {
 }
 
 /// A warning when `path` (the ring, the KEK file) can be read or written by
-/// anyone but its owner: it names the file and its mode, never its contents.
+/// others: it names the file and its mode, never its contents. Group access
+/// is left alone: it is how a Kubernetes Secret reaches a non-root pod
+/// (mode 0440, group fsGroup), and granting it is a deliberate choice.
 /// `None` when the file is private, or cannot be inspected (the load that
 /// follows reports that).
 pub fn exposure_warning(path: &Path, what: &str) -> Option<String> {
@@ -215,10 +217,10 @@ pub fn exposure_warning(path: &Path, what: &str) -> Option<String> {
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = fs::metadata(path).ok()?.permissions().mode() & 0o777;
-        (mode & 0o077 != 0).then(|| {
+        (mode & 0o007 != 0).then(|| {
             format!(
-                "{what} {} is accessible to group or others (mode {mode:04o}); \
-                 make it owner-only: chmod 600 {}",
+                "{what} {} is accessible to others (mode {mode:04o}); \
+                 make it private: chmod 600 {}",
                 path.display(),
                 path.display()
             )
