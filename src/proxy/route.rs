@@ -20,9 +20,16 @@ pub fn normalise(path: &str) -> Option<String> {
                 parts.pop()?;
             }
             s => {
-                // Percent-encoded dots would be resolved by some upstreams.
+                // What some upstreams would still resolve as a separator or a
+                // dot segment: an encoded slash or backslash, a backslash,
+                // encoded dots, and `..;x` (a dot segment to servlet
+                // containers, which cut `;` parameters before resolving).
                 let lower = s.to_ascii_lowercase();
-                if lower == "%2e" || lower == "%2e%2e" || lower == ".%2e" || lower == "%2e." {
+                if lower.contains("%2f") || lower.contains("%5c") || s.contains('\\') {
+                    return None;
+                }
+                let bare = lower.split(';').next().unwrap_or("").replace("%2e", ".");
+                if bare == "." || bare == ".." {
                     return None;
                 }
                 parts.push(s);
@@ -106,5 +113,11 @@ mod tests {
         assert_eq!(normalise("/../etc"), None);
         assert_eq!(normalise("/a/%2e%2e/b"), None);
         assert_eq!(normalise("a"), None);
+        assert_eq!(normalise("/a/x%2f..%2f..%2fb"), None);
+        assert_eq!(normalise("/a/x%5C..%5Cb"), None);
+        assert_eq!(normalise("/a/x\\..\\b"), None);
+        assert_eq!(normalise("/a/..;/b"), None);
+        assert_eq!(normalise("/a/.%2E;x=1/b"), None);
+        assert_eq!(normalise("/a/b;v=1/c").as_deref(), Some("/a/b;v=1/c"));
     }
 }
