@@ -179,7 +179,8 @@ pub struct UpstreamSpec {
     /// Default 5000.
     pub connect_timeout_ms: Option<u64>,
     /// How long scrim waits on the upstream (for it to take the next frame
-    /// of a streamed body, or to answer after the last); default 30000.
+    /// of a streamed body, to answer after the last, or for the next piece
+    /// of a response body outside event streams); default 30000.
     pub response_timeout_ms: Option<u64>,
     /// Headers injected into every request, after the rules ran. `${VAR}` is
     /// replaced from the environment at load, so secrets stay out of the file.

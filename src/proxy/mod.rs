@@ -342,8 +342,20 @@ async fn proxy(
     // --- phase 6: response --------------------------------------------------
     let Some(resp_engine) = &route.response_engine else {
         let (mut parts, body) = res.into_parts();
+        // Between two reads the upstream has its response timeout, like the
+        // wait for the head; an event stream may idle as long as it likes.
+        let idle = if essence(parts.headers.get(header::CONTENT_TYPE)).as_deref()
+            == Some("text/event-stream")
+        {
+            RESPONSE_IDLE
+        } else {
+            upstream.response_timeout
+        };
         parts.headers = headers::response_headers(&parts.headers, false);
-        return Ok(Response::from_parts(parts, body::boxed(body)));
+        return Ok(Response::from_parts(
+            parts,
+            body::boxed(body::Idle::new(body, idle)),
+        ));
     };
     let (mut parts, body) = res.into_parts();
     let coding = Coding::from_header(parts.headers.get(header::CONTENT_ENCODING))

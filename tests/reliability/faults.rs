@@ -1759,3 +1759,70 @@ async fn delivered_fixed(up: &Upstream, ns: &[u64]) -> Res {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+// === the upstream stalling mid-body ==========================================
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_stalling_mid_body() {
+    let mut c = Cases::new(
+        "Faults",
+        "upstream stalling mid-body (head sent, then silence)",
+    );
+    const TIMEOUT: Duration = Duration::from_millis(500);
+    let body = big_body();
+    let b = body.clone();
+    // `/bad/`: the head and half the body at once, then nothing, for good.
+    let responder: Responder = Arc::new(move |rec| {
+        let body = b.clone();
+        Box::pin(async move {
+            if !rec.path_and_query.starts_with("/bad/") {
+                return ps::json_response(StatusCode::OK, r#"{"ok":true}"#);
+            }
+            let (tx, stream) = ps::channel_body();
+            tokio::spawn(async move {
+                let half = Bytes::from(body).slice(..PROMISED / 2);
+                let _ = tx.send(Ok(half)).await;
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                drop(tx);
+            });
+            Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/json")
+                .header("content-length", PROMISED.to_string())
+                .body(stream)
+                .unwrap()
+        })
+    });
+    let up = Upstream::start(responder).await;
+    let proxy = Proxy::start(
+        ps::tempdir(),
+        &two_upstreams(
+            &up.url(),
+            &up.url(),
+            &format!("response_timeout_ms = {}", TIMEOUT.as_millis()),
+            "",
+        ),
+    )
+    .await;
+    let (h1, h2) = (ps::h1_client(), ps::h2c_client());
+    let mut ledger = Ledger::default();
+    for (name, client) in [("HTTP/1.1", &h1), ("h2c", &h2), ("HTTP/1.1 again", &h1)] {
+        let n = ledger.next();
+        let t = Instant::now();
+        let got = send_event(client, proxy.addr, "/bad/e", n).await;
+        let took = t.elapsed();
+        let r = truncation_signalled(&got).and_then(|_| {
+            ensure(took < TIMEOUT + Duration::from_secs(3), || {
+                format!("the stalled response held the client {took:?}")
+            })
+        });
+        c.check(&format!("{name}: cut after the idle timeout"), r);
+        c.check(
+            &format!("{name}: then served"),
+            ledger.serves(&h1, proxy.addr, &up).await,
+        );
+    }
+    c.check("every 2xx delivered", ledger.none_lost(&up).await);
+    proxy.stop().await;
+    c.finish();
+}
