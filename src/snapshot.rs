@@ -26,6 +26,8 @@ pub struct Route {
     pub shadow_engine: Option<Arc<Engine>>,
     pub client: HttpClient,
     pub metrics: crate::telemetry::metrics::RouteMetrics,
+    /// The route's unknown-field counts, resolved once per snapshot.
+    pub unknown: Arc<crate::engine::UnknownTally>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,7 @@ impl Snapshot {
         keys: &dyn KeySource,
         objections: Option<Arc<Objections>>,
         metrics: &crate::telemetry::metrics::Metrics,
+        unknown: &crate::engine::unknown::UnknownRegistry,
     ) -> Result<Self, SnapshotError> {
         let mut clients: HashMap<&str, HttpClient> = HashMap::new();
         for (name, u) in &cfg.upstreams {
@@ -89,6 +92,7 @@ impl Snapshot {
                 },
                 client,
                 metrics: metrics.route(&r.name),
+                unknown: unknown.tally(&unknown_label(r)),
             });
         }
         Ok(Self {
@@ -144,6 +148,8 @@ pub struct UnknownField {
     pub count: u64,
 }
 
+/// A route's key in the unknown-field registry: by position and match, so a
+/// reload that keeps the route keeps its counts.
 fn unknown_label(r: &RouteConfig) -> String {
     format!("{} {:?} {:?}", r.index, r.host, r.path)
 }
@@ -222,14 +228,16 @@ impl Runtime {
             None => Objections::empty(register_key(&keys)?),
         });
         let metrics = Arc::new(crate::telemetry::metrics::Metrics::new());
+        let unknown = crate::engine::unknown::UnknownRegistry::default();
         let (ring, snapshot) = match &keys {
             Keys::Dev(dev) => (
                 None,
-                Snapshot::build(&config, dev, Some(objections.clone()), &metrics)?,
+                Snapshot::build(&config, dev, Some(objections.clone()), &metrics, &unknown)?,
             ),
             Keys::Ring { path, kek } => {
                 let ring = crate::keyring::ring::KeyRing::load(path, kek)?;
-                let snap = Snapshot::build(&config, &ring, Some(objections.clone()), &metrics)?;
+                let snap =
+                    Snapshot::build(&config, &ring, Some(objections.clone()), &metrics, &unknown)?;
                 (Some(Arc::new(ring)), snap)
             }
         };
@@ -239,7 +247,7 @@ impl Runtime {
             ring: arc_swap::ArcSwapOption::new(ring),
             snapshot: arc_swap::ArcSwap::from_pointee(snapshot),
             ring_stamp: std::sync::Mutex::new(None),
-            unknown: Default::default(),
+            unknown,
             objections: arc_swap::ArcSwap::new(objections),
             objections_stamp: std::sync::Mutex::new(None),
             privacy: Arc::default(),
@@ -308,8 +316,16 @@ impl Runtime {
         let cfg = self.config();
         let objections = Some(self.objections());
         let snap = match (&self.keys, self.ring()) {
-            (_, Some(ring)) => Snapshot::build(&cfg, ring.as_ref(), objections, &self.metrics)?,
-            (Keys::Dev(dev), None) => Snapshot::build(&cfg, dev, objections, &self.metrics)?,
+            (_, Some(ring)) => Snapshot::build(
+                &cfg,
+                ring.as_ref(),
+                objections,
+                &self.metrics,
+                &self.unknown,
+            )?,
+            (Keys::Dev(dev), None) => {
+                Snapshot::build(&cfg, dev, objections, &self.metrics, &self.unknown)?
+            }
             (Keys::Ring { .. }, None) => return Err(RuntimeError::NoRing),
         };
         self.store(snap);
@@ -397,6 +413,7 @@ impl Runtime {
             &ring,
             Some(self.objections()),
             &self.metrics,
+            &self.unknown,
         )?;
         self.ring.store(Some(Arc::new(ring)));
         self.store(snap);
@@ -456,11 +473,23 @@ impl Runtime {
         let (ring, snap) = match &self.keys {
             Keys::Dev(dev) => (
                 None,
-                Snapshot::build(&cfg, dev, Some(self.objections()), &self.metrics)?,
+                Snapshot::build(
+                    &cfg,
+                    dev,
+                    Some(self.objections()),
+                    &self.metrics,
+                    &self.unknown,
+                )?,
             ),
             Keys::Ring { path, kek } => {
                 let ring = crate::keyring::ring::KeyRing::load(path, kek)?;
-                let snap = Snapshot::build(&cfg, &ring, Some(self.objections()), &self.metrics)?;
+                let snap = Snapshot::build(
+                    &cfg,
+                    &ring,
+                    Some(self.objections()),
+                    &self.metrics,
+                    &self.unknown,
+                )?;
                 (Some(ring), snap)
             }
         };
@@ -523,12 +552,6 @@ impl Runtime {
             }
         }
         Ok(())
-    }
-
-    /// The unknown-field tally of a route (by position and match, so a
-    /// reload that keeps the route keeps its counts).
-    pub fn unknown_tally(&self, route: &RouteConfig) -> Arc<crate::engine::UnknownTally> {
-        self.unknown.tally(&unknown_label(route))
     }
 
     /// Per route of the current config: the names (never the values) of the

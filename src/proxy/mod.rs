@@ -242,9 +242,7 @@ async fn proxy(
                 let streaming = StreamingBody::new(
                     incoming,
                     engine.clone(),
-                    LineTransform::Ndjson(
-                        NdjsonStream::new().reporting_to(rt.unknown_tally(&route.cfg)),
-                    ),
+                    LineTransform::Ndjson(NdjsonStream::new().reporting_to(route.unknown.clone())),
                     coding,
                     limits.max_decoded_bytes,
                     limits.body_timeout,
@@ -295,7 +293,7 @@ async fn proxy(
         headers.insert(name.clone(), value.clone());
     }
     if !unknown.is_empty() {
-        rt.unknown_tally(&route.cfg).merge(&unknown);
+        route.unknown.merge(&unknown);
     }
 
     // --- phase 5: forward ---------------------------------------------------
