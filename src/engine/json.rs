@@ -72,18 +72,37 @@ pub(crate) enum Scalar<'a> {
     Str(&'a str),
 }
 
+/// Runs `$body` with `$de` bound to a serde_json deserializer over `$input`
+/// (bytes), recursion limit off (our own depth limit replaces serde_json's
+/// fixed one). Valid UTF-8, the rule, is checked once here, so the parser
+/// need not check every string again; anything else goes to the byte parser,
+/// which reports where the bad byte is.
+macro_rules! with_deserializer {
+    ($input:expr, |$de:ident| $body:expr) => {
+        match std::str::from_utf8($input) {
+            Ok(text) => {
+                let mut $de = serde_json::Deserializer::from_str(text);
+                $de.disable_recursion_limit();
+                $body
+            }
+            Err(_) => {
+                let mut $de = serde_json::Deserializer::from_slice($input);
+                $de.disable_recursion_limit();
+                $body
+            }
+        }
+    };
+}
+
 impl<'e> Ctx<'e> {
     /// Walks one JSON document, appending its transform to `self.out`.
     pub fn document(&mut self, input: &[u8]) -> Result<(), EngineError> {
-        let mut de = serde_json::Deserializer::from_slice(input);
-        // Our own depth limit replaces serde_json's fixed one.
-        de.disable_recursion_limit();
         let states = self.auto.start(&mut self.stack);
         let winner = self
             .auto
             .winner(&self.rules.rules, &self.stack, states.clone());
         let keep = self.rules.default_keep;
-        let res = Node {
+        let res = with_deserializer!(input, |de| Node {
             cx: self,
             states,
             keep,
@@ -91,7 +110,7 @@ impl<'e> Ctx<'e> {
             root: true,
         }
         .deserialize(&mut de)
-        .and_then(|wrote| de.end().map(|_| wrote));
+        .and_then(|wrote| de.end().map(|_| wrote)));
         self.stack.clear();
         match res {
             Ok(true) => Ok(()),
@@ -115,10 +134,8 @@ impl<'e> Ctx<'e> {
         states: Range<usize>,
         rule: Option<RuleIdx>,
     ) -> Result<bool, EngineError> {
-        let mut de = serde_json::Deserializer::from_slice(input);
-        de.disable_recursion_limit();
         let keep = self.rules.default_keep;
-        let res = Node {
+        let res = with_deserializer!(input, |de| Node {
             cx: self,
             states,
             keep,
@@ -126,7 +143,7 @@ impl<'e> Ctx<'e> {
             root: true,
         }
         .deserialize(&mut de)
-        .and_then(|wrote| de.end().map(|_| wrote));
+        .and_then(|wrote| de.end().map(|_| wrote)));
         res.map_err(|e| EngineError::from_json(&e, input, self.fail.take()))
     }
 
@@ -299,14 +316,12 @@ impl<'e> Ctx<'e> {
 
     /// Walks JSON found inside a string, continuing the path of the string.
     fn embedded(&mut self, input: &[u8], states: Range<usize>, keep: bool) -> Result<(), Reason> {
-        let mut de = serde_json::Deserializer::from_slice(input);
-        de.disable_recursion_limit();
         let rules = self.rules;
         let winner = self
             .auto
             .winner(&rules.rules, &self.stack, states.clone())
             .filter(|&r| !matches!(rules.rules[r as usize].action, Action::Decode(_)));
-        let res = Node {
+        let res = with_deserializer!(input, |de| Node {
             cx: self,
             states,
             keep,
@@ -314,7 +329,7 @@ impl<'e> Ctx<'e> {
             root: true,
         }
         .deserialize(&mut de)
-        .and_then(|_| de.end());
+        .and_then(|_| de.end()));
         res.map_err(|_| {
             self.fail
                 .take()

@@ -51,6 +51,14 @@ impl Pseudonymiser {
         if SENTINELS.contains(&trimmed) {
             return Some(trimmed.to_owned());
         }
+        if let Some(out) = self.plain_url(trimmed, spec) {
+            return Some(out);
+        }
+        self.parsed_url(trimmed, spec)
+    }
+
+    /// [`url`](Self::url) through the URL parser.
+    fn parsed_url(&self, trimmed: &str, spec: &UrlSpec) -> Option<String> {
         let (mut url, relative) = match Url::parse(trimmed) {
             Ok(u) => (u, false),
             Err(url::ParseError::RelativeUrlWithoutBase) => {
@@ -66,35 +74,10 @@ impl Pseudonymiser {
         if let Some(path) = self.path_without_emails(url.path()) {
             url.set_path(&path);
         }
-        if url.query().is_some() {
-            let personal: Vec<&str> = if spec.pseudonymise_params.is_empty() {
-                PERSONAL_PARAMS.to_vec()
-            } else {
-                spec.pseudonymise_params
-                    .iter()
-                    .map(String::as_str)
-                    .collect()
-            };
-            let pairs: Vec<(String, String)> = url
-                .query_pairs()
-                .filter_map(|(k, v)| {
-                    if personal.iter().any(|p| p.eq_ignore_ascii_case(&k)) {
-                        Some((k.into_owned(), self.param_token(&v)))
-                    } else if spec.keep_params.iter().any(|p| p.as_str() == k) {
-                        Some((k.into_owned(), v.into_owned()))
-                    } else if spec.keep_unnamed_params {
-                        // Free text keeps parameters it does not know, but
-                        // not an email that one of them carries.
-                        let v = if contains_email(&v) {
-                            self.param_token(&v)
-                        } else {
-                            v.into_owned()
-                        };
-                        Some((k.into_owned(), v))
-                    } else {
-                        None
-                    }
-                })
+        if let Some(query) = url.query() {
+            let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+                .filter_map(|(k, v)| self.param(spec, k, v))
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
                 .collect();
             if pairs.is_empty() {
                 url.set_query(None);
@@ -117,6 +100,101 @@ impl Pseudonymiser {
         } else {
             Some(url.into())
         }
+    }
+
+    /// What a query parameter becomes: kept, tokenised, or dropped (`None`).
+    fn param<'q>(
+        &self,
+        spec: &UrlSpec,
+        k: Cow<'q, str>,
+        v: Cow<'q, str>,
+    ) -> Option<(Cow<'q, str>, Cow<'q, str>)> {
+        let personal = if spec.pseudonymise_params.is_empty() {
+            PERSONAL_PARAMS.iter().any(|p| p.eq_ignore_ascii_case(&k))
+        } else {
+            spec.pseudonymise_params
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(&k))
+        };
+        if personal {
+            let token = self.param_token(&v);
+            Some((k, Cow::Owned(token)))
+        } else if spec.keep_params.iter().any(|p| p.as_str() == k) {
+            Some((k, v))
+        } else if spec.keep_unnamed_params {
+            // Free text keeps parameters it does not know, but not an email
+            // that one of them carries.
+            let v = if contains_email(&v) {
+                Cow::Owned(self.param_token(&v))
+            } else {
+                v
+            };
+            Some((k, v))
+        } else {
+            None
+        }
+    }
+
+    /// The common case without the URL parser: an `http(s)` URL in printable
+    /// ASCII with a plain lower-case host name, no userinfo, no port, and a
+    /// path that the parser would leave as it is and that holds no email.
+    /// For such a URL the parser's serialisation is the input itself, so the
+    /// query and fragment are cut out of the text and rewritten exactly as
+    /// the general path does. `None`: not such a URL, take the general path.
+    fn plain_url(&self, s: &str, spec: &UrlSpec) -> Option<String> {
+        let rest = s
+            .strip_prefix("https://")
+            .or_else(|| s.strip_prefix("http://"))?;
+        // The parser drops tabs and newlines, trims controls and spaces,
+        // reads `\` as `/` and percent-encodes non-ASCII: none of that here.
+        if !s.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') {
+            return None;
+        }
+        let host_end = rest
+            .bytes()
+            .position(|b| matches!(b, b'/' | b'?' | b'#'))
+            .unwrap_or(rest.len());
+        let (host, after) = rest.split_at(host_end);
+        if !plain_host(host) {
+            return None;
+        }
+        let (before_fragment, fragment) = match after.split_once('#') {
+            Some((b, f)) => (b, Some(f)),
+            None => (after, None),
+        };
+        let (path, query) = match before_fragment.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (before_fragment, None),
+        };
+        if !plain_path(path) {
+            return None;
+        }
+        if spec.keep_fragment && fragment.is_some_and(|f| f.contains(['"', '<', '>', '`'])) {
+            return None;
+        }
+        let mut out = String::with_capacity(s.len() + 64);
+        out.push_str(&s[..s.len() - rest.len()]);
+        out.push_str(host);
+        out.push_str(if path.is_empty() { "/" } else { path });
+        if let Some(query) = query {
+            let mut pairs = form_urlencoded::parse(query.as_bytes())
+                .filter_map(|(k, v)| self.param(spec, k, v))
+                .peekable();
+            if pairs.peek().is_some() {
+                out.push('?');
+                let at = out.len();
+                let mut ser = form_urlencoded::Serializer::for_suffix(out, at);
+                for (k, v) in pairs {
+                    ser.append_pair(&k, &v);
+                }
+                out = ser.finish();
+            }
+        }
+        if let (true, Some(f)) = (spec.keep_fragment, fragment) {
+            out.push('#');
+            out.push_str(f);
+        }
+        Some(out)
     }
 
     /// The path with every segment that holds an email replaced by the
@@ -153,6 +231,73 @@ impl Pseudonymiser {
     }
 }
 
+/// A host the URL parser keeps as it is: dot-separated non-empty labels of
+/// lower-case ASCII letters, digits and hyphens, none of them punycode, the
+/// last starting with a letter (so that the host is not read as an IPv4
+/// address).
+fn plain_host(host: &str) -> bool {
+    !host.is_empty()
+        && !host.contains("xn--")
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+        && host
+            .rsplit('.')
+            .next()
+            .is_some_and(|l| l.as_bytes()[0].is_ascii_lowercase())
+}
+
+/// A path the URL parser keeps as it is and that cannot hold an email:
+/// empty or absolute; unreserved characters, sub-delimiters, `:` and `/`;
+/// `%` only before two hex digits and never encoding `@` or `.`; no `.` or
+/// `..` segment.
+fn plain_path(path: &str) -> bool {
+    if !(path.is_empty() || path.starts_with('/')) {
+        return false;
+    }
+    let b = path.as_bytes();
+    for (i, &c) in b.iter().enumerate() {
+        let ok = match c {
+            b'%' => match (b.get(i + 1), b.get(i + 2)) {
+                (Some(h), Some(l)) => {
+                    h.is_ascii_hexdigit()
+                        && l.is_ascii_hexdigit()
+                        && !matches!((h, l), (b'4', b'0') | (b'2', b'e' | b'E'))
+                }
+                _ => false,
+            },
+            c => {
+                c.is_ascii_alphanumeric()
+                    || matches!(
+                        c,
+                        b'-' | b'.'
+                            | b'_'
+                            | b'~'
+                            | b'!'
+                            | b'$'
+                            | b'&'
+                            | b'('
+                            | b')'
+                            | b'*'
+                            | b'+'
+                            | b','
+                            | b';'
+                            | b'='
+                            | b':'
+                            | b'/'
+                    )
+            }
+        };
+        if !ok {
+            return false;
+        }
+    }
+    !path.split('/').any(|seg| seg == "." || seg == "..")
+}
+
 /// Does `s` contain `local@domain.tld` anywhere: a non-empty local part and
 /// a dotted domain name around one of its `@`?
 fn contains_email(s: &str) -> bool {
@@ -167,4 +312,132 @@ fn contains_email(s: &str) -> bool {
         let labels: Vec<&str> = domain.trim_end_matches(['.', '-']).split('.').collect();
         local_ok && labels.len() >= 2 && labels.iter().all(|l| !l.is_empty())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keyring::KeyMaterial;
+
+    /// Wherever the fast path answers, it answers what the URL parser does.
+    #[test]
+    fn plain_urls_match_the_parser() {
+        const SCHEMES: &[&str] = &["https://", "http://", "HTTP://", "ftp://", "https:/"];
+        const HOSTS: &[&str] = &[
+            "x.io",
+            "webinars.example.com",
+            "a-b.c-d.dk",
+            "-a.dk",
+            "a-.dk",
+            "localhost",
+            "1.2.3.4",
+            "1.2.3.a",
+            "a.123",
+            "a1.b2-c",
+            "a.0x10",
+            "Example.com",
+            "xn--bcher-kva.de",
+            "a..b",
+            "a.b.",
+            "",
+            "u@x.io",
+            "x.io:443",
+            "x.io:80",
+            "x.io:8080",
+            "_x.io",
+            "é.dk",
+        ];
+        const PATH: &[&str] = &[
+            // Pieces the fast path takes first, then the ones it leaves.
+            "/", "w", "live", ".", "%41", "~", "!", "$", "&", "(", ")", "*", "+", ",", ";", "=",
+            ":", "-", "_", "/.", "/..", "%2e", "%2E", "%40", "%zz", "%4", "@", "a@b.dk", "'", "|",
+            "^", "`", "{", "}", "[", "]", "\\", "\"", "<", ">", " ", "\t", "é",
+        ];
+        const QUERY: &[&str] = &[
+            "utm_source=newsletter",
+            "email=anna%40example.com",
+            "Email=Anna+Schmidt%40Example.com",
+            "email=a@b.dk",
+            "uid=42",
+            "ref=a%40b.dk",
+            "x=1",
+            "x",
+            "=",
+            "&",
+            "&&",
+            "+",
+            "%20",
+            "%zz",
+            "%",
+            "'",
+            "\"",
+            "<",
+            ">",
+            "`",
+            "{",
+            "|",
+            "^",
+            "?",
+            "/",
+            "é",
+            " ",
+            "name=Zo%C3%AB",
+            "%FF",
+        ];
+        const FRAGMENT: &[&str] = &[
+            "", "#", "#top", "#a b", "#\"x\"", "#`", "#<", "#%20", "#?x=1",
+        ];
+        let p = Pseudonymiser::new(&KeyMaterial::new(1, vec![3; 32]).unwrap(), "t", "r");
+        let specs = [
+            UrlSpec::default(),
+            UrlSpec {
+                keep_params: vec!["utm_source".into(), "x".into(), "".into()],
+                keep_fragment: true,
+                ..Default::default()
+            },
+            UrlSpec {
+                keep_unnamed_params: true,
+                pseudonymise_params: vec!["ref".into()],
+                ..Default::default()
+            },
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let mut fast = 0;
+        for _ in 0..30_000 {
+            let mut s = String::new();
+            s.push_str(SCHEMES[next(4).min(next(SCHEMES.len()))]);
+            s.push_str(HOSTS[next(HOSTS.len()).min(next(HOSTS.len()))]);
+            for _ in 0..next(5) {
+                s.push('/');
+                for _ in 0..next(3) {
+                    s.push_str(PATH[next(PATH.len()).min(next(PATH.len()))]);
+                }
+            }
+            if next(4) > 0 {
+                s.push('?');
+                for i in 0..next(5) {
+                    if i > 0 {
+                        s.push('&');
+                    }
+                    for _ in 0..1 + next(2) {
+                        s.push_str(QUERY[next(QUERY.len())]);
+                    }
+                }
+            }
+            s.push_str(FRAGMENT[next(FRAGMENT.len())]);
+            for spec in &specs {
+                if let Some(ours) = p.plain_url(&s, spec) {
+                    fast += 1;
+                    assert_eq!(Some(ours), p.parsed_url(&s, spec), "{s:?}");
+                }
+            }
+        }
+        assert!(fast > 10_000, "{fast}");
+    }
 }
