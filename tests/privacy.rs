@@ -390,3 +390,76 @@ async fn shadow_rules_report_differences_and_forward_nothing_of_their_own() {
     assert!(!format!("{report:?}").contains("pro\""));
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leak_guard_covers_the_path_no_rule_names() {
+    let up = Upstream::start(ok_responder()).await;
+    let rules = rule_file("guarded", "analytics", "drop", GUARDED);
+    let config = |extra: &str| {
+        format!(
+            "[[listener]]\naddr = \"127.0.0.1:0\"\n[upstream.up]\nurl = \"{}\"\n{}",
+            up.url(),
+            route(&rules, extra)
+        )
+    };
+    let proxy = Proxy::start(tempdir(), &config("")).await;
+    let leaky_path = "/users/Jose%40Example.es/sessions/198.51.100.7/v1.2/report";
+    let r = send(
+        &h1_client(),
+        post(
+            &proxy.url(leaky_path),
+            "application/json",
+            full(r#"{"note":"x"}"#),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let got = up.only_request().await;
+    assert_no_leak(
+        "upstream path",
+        &got.path_and_query,
+        &["jose@example.es", "Jose%40Example.es", "198.51.100.7"],
+    );
+    // The segments around stay as they were; the email and the address
+    // become pseudonyms in place; a version number is not an address.
+    let segs: Vec<&str> = got.path_and_query.split('/').collect();
+    assert_eq!(segs[1], "users");
+    assert!(
+        segs[2].ends_with("@pseudonym.invalid"),
+        "{}",
+        got.path_and_query
+    );
+    assert_eq!(segs[3], "sessions");
+    assert_ne!(segs[4], "198.51.100.7");
+    assert!(segs[4].parse::<std::net::IpAddr>().is_ok(), "{}", segs[4]);
+    assert_eq!(&segs[5..], ["v1.2", "report"]);
+    // A path with nothing personal passes untouched.
+    let r = send(
+        &h1_client(),
+        post(
+            &proxy.url("/v2/events/2026-11-29"),
+            "application/json",
+            full("{}"),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(up
+        .requests()
+        .iter()
+        .any(|q| q.path_and_query == "/v2/events/2026-11-29"));
+    proxy.stop().await;
+
+    // Refuse mode: 422, nothing forwarded.
+    let before = up.requests().len();
+    let proxy = Proxy::start(tempdir(), &config("leak_guard = \"refuse\"")).await;
+    let r = send(
+        &h1_client(),
+        post(&proxy.url(leaky_path), "application/json", full("{}")),
+    )
+    .await;
+    assert_error_reply(&r, 422, &["jose", "198.51.100.7"]);
+    assert!(r.text().contains("request path"), "{}", r.text());
+    assert_eq!(up.requests().len(), before);
+    proxy.stop().await;
+}

@@ -2,7 +2,8 @@
 //!
 //! 1. **route**: normalise the path, match host, path and method (404 if
 //!    nothing matches; nothing is forwarded).
-//! 2. **query**: the query string through the route's `query` rules.
+//! 2. **query**: the query string through the route's `query` rules; the
+//!    leak guard over the path's segments (no rule names them).
 //! 3. **headers**: the header allow-list (`headers.rs`), then the upstream's
 //!    injected headers.
 //! 4. **body**: the route's `body_format`, else the content type, picks
@@ -190,11 +191,15 @@ async fn proxy(
             .map_err(|e| refused(rt, e))?;
     }
     let upstream = &route.cfg.upstream;
-    let mut path_and_query = format!(
-        "{}{}",
-        upstream.base_path,
-        route::rewrite(&route.cfg, &path)
-    );
+    let rewritten = route::rewrite(&route.cfg, &path);
+    let mut path_stats = crate::engine::Stats::default();
+    let rewritten =
+        route::guard_path(&rewritten, engine, &mut path_stats).map_err(|e| refused(rt, e))?;
+    if path_stats.leaks_scrubbed > 0 {
+        rt.privacy.add(&path_stats);
+        metrics.fields(&route.cfg.name, &path_stats);
+    }
+    let mut path_and_query = format!("{}{}", upstream.base_path, rewritten);
     if !query.is_empty() {
         path_and_query.push('?');
         path_and_query.push_str(&query);

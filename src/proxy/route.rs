@@ -101,6 +101,77 @@ pub fn rewrite(route: &RouteConfig, path: &str) -> String {
     }
 }
 
+/// The leak guard over the path that leaves: no rule names path segments,
+/// so an email or an IP address in one (`/users/ann%40example.org/events`)
+/// is scrubbed in place, or refused in refuse mode, like any other text the
+/// rules did not cover. Segments are read percent-decoded.
+pub fn guard_path<'p>(
+    path: &'p str,
+    engine: &crate::engine::Engine,
+    stats: &mut crate::engine::Stats,
+) -> Result<std::borrow::Cow<'p, str>, crate::engine::EngineError> {
+    // Only a segment that could hold an email or an address is decoded and
+    // scanned; most paths have none.
+    let suspect = |s: &str| {
+        s.contains('@')
+            || s.contains('%')
+            || (s.bytes().any(|b| b.is_ascii_digit()) && (s.contains('.') || s.contains(':')))
+    };
+    if !path.split('/').any(suspect) {
+        return Ok(std::borrow::Cow::Borrowed(path));
+    }
+    let mut out = String::with_capacity(path.len());
+    let mut changed = false;
+    for (i, seg) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        if !suspect(seg) {
+            out.push_str(seg);
+            continue;
+        }
+        let decoded = percent_encoding::percent_decode_str(seg).decode_utf8_lossy();
+        let scanned = engine.guard_text(&decoded, stats).map_err(|mut e| {
+            e.reason = crate::engine::Reason::Leak {
+                path: "the request path".into(),
+            };
+            e
+        })?;
+        match scanned {
+            std::borrow::Cow::Owned(scrubbed) if scrubbed != decoded => {
+                changed = true;
+                out.extend(percent_encoding::utf8_percent_encode(&scrubbed, SEGMENT));
+            }
+            _ => out.push_str(seg),
+        }
+    }
+    Ok(if changed {
+        std::borrow::Cow::Owned(out)
+    } else {
+        std::borrow::Cow::Borrowed(path)
+    })
+}
+
+/// What a path segment must percent-encode (RFC 3986 `pchar` allows the
+/// rest; `@` and `:` stay as they are, as tokens carry them).
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
 #[cfg(test)]
 mod tests {
     use super::*;
