@@ -534,6 +534,7 @@ impl Runtime {
             let longest = cfg
                 .routes
                 .iter()
+                .filter(|r| !r.pass_through)
                 .flat_map(|r| std::iter::once(&r.rules).chain(r.response_rules.iter()))
                 .map(|rules| rules.purpose.retention.as_duration())
                 .try_fold(std::time::Duration::ZERO, |acc, d| d.map(|d| acc.max(d)));
@@ -592,7 +593,7 @@ impl Runtime {
     /// Every purpose this config serves: (purpose id, recipient).
     pub fn purposes(&self) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = Vec::new();
-        for r in &self.config().routes {
+        for r in self.config().routes.iter().filter(|r| !r.pass_through) {
             for rules in std::iter::once(&r.rules).chain(r.response_rules.iter()) {
                 let p = (rules.purpose.id.clone(), rules.purpose.recipient.clone());
                 if !out.contains(&p) {

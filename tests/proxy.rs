@@ -1604,3 +1604,83 @@ async fn streamed_ndjson_larger_than_the_decoded_cap_passes() {
     assert_eq!(got.len(), one.len() * lines, "every line arrived rewritten");
     assert!(got.chunks(one.len()).all(|c| c == one.as_slice()));
 }
+
+// === pass-through routes ========================================================
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pass_through_route_forwards_unchanged_and_only_where_declared() {
+    let up = Upstream::start(Arc::new(|_| {
+        Box::pin(async {
+            http::Response::builder()
+                .status(StatusCode::CREATED)
+                .header("content-type", "application/octet-stream")
+                .header("x-upstream", "yes")
+                .body(full(&b"\x00raw response\xff"[..]))
+                .unwrap()
+        })
+    }))
+    .await;
+    let routes = format!(
+        "[[route]]\npath_prefix = \"/assets/\"\nupstream = \"up\"\npass_through = true\n\n{}",
+        audience_route()
+    );
+    let proxy = Proxy::start(tempdir(), &config(&up.url(), "", "", &routes)).await;
+    let body = gzip(b"anything at all, even ann@example.org");
+    let mut req = post(
+        &proxy.url("/assets/app.js?v=3&user=ann%40example.org"),
+        "application/x-whatever",
+        full(body.clone()),
+    );
+    for (k, v) in [
+        ("content-encoding", "gzip"),
+        ("cookie", "session=abc"),
+        ("x-custom", "kept"),
+        ("connection", "x-hop"),
+        ("x-hop", "dropped"),
+    ] {
+        req.headers_mut().insert(
+            http::HeaderName::from_static(k),
+            http::HeaderValue::from_static(v),
+        );
+    }
+    let r = send(&h1_client(), req).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.body, b"\x00raw response\xff");
+    assert_eq!(r.headers["x-upstream"], "yes");
+    let got = up.only_request().await;
+    assert_eq!(got.body, body, "the body leaves byte for byte");
+    assert_eq!(
+        got.path_and_query,
+        "/assets/app.js?v=3&user=ann%40example.org"
+    );
+    assert_eq!(got.header("cookie"), Some("session=abc"));
+    assert_eq!(got.header("x-custom"), Some("kept"));
+    assert_eq!(got.header("content-encoding"), Some("gzip"));
+    assert_eq!(got.header("x-hop"), None, "hop-by-hop headers never pass");
+    assert_eq!(
+        got.header("host"),
+        Some(up.addr.to_string().as_str()),
+        "the upstream's host, not the client's"
+    );
+    proxy.stop().await;
+
+    // Pass-through takes no rules, and a route without either is refused.
+    let dir = tempdir();
+    let path = dir.path().join("scrim.toml");
+    let both = config(
+        &up.url(),
+        "",
+        "",
+        "[[route]]\npath_prefix = \"/a/\"\nupstream = \"up\"\npass_through = true\nleak_guard = \"refuse\"\n",
+    );
+    let e = scrim::config::load_str(&both, &path).expect_err("pass-through with a leak guard");
+    assert!(e.to_string().contains("forwards requests unchanged"), "{e}");
+    let none = config(
+        &up.url(),
+        "",
+        "",
+        "[[route]]\npath_prefix = \"/a/\"\nupstream = \"up\"\n",
+    );
+    let e = scrim::config::load_str(&none, &path).expect_err("a route without rules");
+    assert!(e.to_string().contains("pass_through = true"), "{e}");
+}

@@ -29,6 +29,13 @@ pub fn run(a: CheckArgs) -> anyhow::Result<ExitCode> {
                     cfg.routes.len()
                 );
                 for r in &cfg.routes {
+                    if r.pass_through {
+                        println!(
+                            "  route {}: -> {} PASS-THROUGH: forwarded unchanged, no rules, no leak guard",
+                            r.index, r.upstream.name
+                        );
+                        continue;
+                    }
                     println!(
                         "  route {}: -> {} with purpose `{}` ({}, retention {})",
                         r.index,

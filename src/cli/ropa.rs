@@ -125,7 +125,9 @@ struct RuleSet {
 
 fn from_config(cfg: &crate::config::Config) -> Vec<RuleSet> {
     let mut out = Vec::new();
-    for r in &cfg.routes {
+    // A pass-through route processes no personal data by the operator's
+    // declaration; `scrim check` lists it.
+    for r in cfg.routes.iter().filter(|r| !r.pass_through) {
         let path = match &r.path {
             crate::config::PathMatch::Exact(p) => p.clone(),
             crate::config::PathMatch::Prefix(p) => format!("{p}*"),

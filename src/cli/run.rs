@@ -53,6 +53,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     rt.block_on(async {
         let routes = cfg.routes.len();
+        for r in cfg.routes.iter().filter(|r| r.pass_through) {
+            tracing::warn!(route = %r.name, "pass-through route: its requests are forwarded unchanged, without rules or leak guard");
+        }
         let rt = Runtime::new(cfg, keys)?;
         let running = crate::server::start_runtime(rt, drain).await?;
         tracing::info!(addrs = ?running.addrs, admin = ?running.admin_addr, routes, "scrim is running");

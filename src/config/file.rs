@@ -205,6 +205,10 @@ pub struct RouteSpec {
     pub upstream: Spanned<String>,
     /// Replace the matched path (or prefix) with this.
     pub rewrite: Option<String>,
+    /// Forward requests and responses unchanged (`true`): no rules, no leak
+    /// guard, only hop-by-hop headers removed. For endpoints that carry no
+    /// personal data; `scrim check` and the start log name every such route.
+    pub pass_through: Option<Spanned<bool>>,
     /// Rule file for the request (relative to the config file).
     pub rules: Option<Spanned<PathBuf>>,
     /// Rule file text inline, instead of `rules`.

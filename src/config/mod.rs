@@ -143,6 +143,9 @@ pub struct RouteConfig {
     /// Request bodies are read in this format whatever their Content-Type
     /// says (`body_format`); `None`: the Content-Type decides.
     pub body_format: Option<Format>,
+    /// Forwarded unchanged (`pass_through = true`): `rules` is then an empty
+    /// placeholder that is never applied, and no purpose is served.
+    pub pass_through: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,6 +165,15 @@ impl fmt::Display for ConfigError {
         f.write_str(&self.messages.join("\n"))
     }
 }
+
+/// The placeholder rules of a pass-through route: never applied (the proxy
+/// forwards such a route's requests before any rule would run).
+static PASS_THROUGH_RULES: std::sync::LazyLock<Arc<CompiledRules>> =
+    std::sync::LazyLock::new(|| {
+        let text = "[purpose]\nid = \"pass-through\"\nlegal_basis = \"legitimate-interest\"\n\
+                    retention = \"1 day\"\nrecipient = \"pass-through\"\n";
+        Arc::new(compile_str(text, "pass-through").expect("the placeholder rules compile"))
+    });
 
 /// Reads and validates a config file. Rule files are resolved relative to it.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -640,7 +652,26 @@ impl Cx<'_> {
                 return None;
             }
         };
+        let pass_through = spec.pass_through.as_ref().is_some_and(|p| *p.get_ref());
+        if pass_through {
+            let with_rules = spec.rules.is_some()
+                || spec.inline_rules.is_some()
+                || spec.response_rules.is_some()
+                || spec.shadow_rules.is_some()
+                || spec.body_format.is_some()
+                || spec.leak_guard.is_some();
+            if with_rules {
+                self.error(
+                    span,
+                    "a pass-through route forwards requests unchanged: it takes no rules, \
+                     inline_rules, response_rules, shadow_rules, body_format or leak_guard",
+                    Some("remove `pass_through = true` to apply rules"),
+                );
+                return None;
+            }
+        }
         let rules = match (&spec.rules, &spec.inline_rules) {
+            _ if pass_through => PASS_THROUGH_RULES.clone(),
             (Some(file), None) => self.rules_file(file)?,
             (None, Some(text)) => match compile_str(
                 text.get_ref(),
@@ -656,7 +687,7 @@ impl Cx<'_> {
                 self.error(
                     span,
                     "the route has no rules: nothing could be forwarded",
-                    Some("add rules = \"rules/FILE.toml\" or inline_rules"),
+                    Some("add rules = \"rules/FILE.toml\" or inline_rules (or, for an endpoint that carries no personal data, pass_through = true)"),
                 );
                 return None;
             }
@@ -708,6 +739,7 @@ impl Cx<'_> {
             response_rules,
             shadow_rules,
             body_format,
+            pass_through,
         })
     }
 

@@ -18,6 +18,9 @@
 //! 6. **response**: streamed back untouched, or through the route's
 //!    response rules (JSON buffered; NDJSON and SSE event by event).
 //!
+//! A `pass_through` route skips phases 2 to 4 and the response rules: what
+//! the client sent leaves unchanged but for hop-by-hop headers and Host.
+//!
 //! Every error goes through `respond.rs`, the one mapping to a status and a
 //! `{"error", "reason"}` body that never quotes the request.
 
@@ -185,16 +188,24 @@ async fn proxy(
     // unknown-field report; allocates only when there is something to note.
     let mut unknown = UnknownFields::new();
     let mut query = String::new();
+    let pass_through = route.cfg.pass_through;
     if let Some(q) = req.uri().query().filter(|q| !q.is_empty()) {
-        engine
-            .query_reporting(q, &mut query, &mut unknown)
-            .map_err(|e| refused(rt, e))?;
+        if pass_through {
+            query.push_str(q);
+        } else {
+            engine
+                .query_reporting(q, &mut query, &mut unknown)
+                .map_err(|e| refused(rt, e))?;
+        }
     }
     let upstream = &route.cfg.upstream;
     let rewritten = route::rewrite(&route.cfg, &path);
     let mut path_stats = crate::engine::Stats::default();
-    let rewritten =
-        route::guard_path(&rewritten, engine, &mut path_stats).map_err(|e| refused(rt, e))?;
+    let rewritten = if pass_through {
+        std::borrow::Cow::Borrowed(rewritten.as_str())
+    } else {
+        route::guard_path(&rewritten, engine, &mut path_stats).map_err(|e| refused(rt, e))?
+    };
     if path_stats.leaks_scrubbed > 0 {
         rt.privacy.add(&path_stats);
         metrics.fields(&route.cfg.name, &path_stats);
@@ -214,6 +225,31 @@ async fn proxy(
     // --- phase 3: headers ---------------------------------------------------
     let (parts, incoming) = req.into_parts();
     let incoming = body::Counted::new(incoming, route.metrics.bytes_in.clone());
+    if pass_through {
+        // Unchanged but for hop-by-hop headers and Host (the upstream's).
+        let mut headers = headers::response_headers(&parts.headers, false);
+        headers.remove(header::HOST);
+        for (name, value) in &upstream.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        let body = body::boxed(body::Counted::new(
+            incoming,
+            route.metrics.bytes_out.clone(),
+        ));
+        let progress = body::Progress::new();
+        let mut up = Request::new(body::boxed(body::Tracked::new(body, progress.clone())));
+        *up.method_mut() = parts.method;
+        *up.uri_mut() = uri;
+        *up.headers_mut() = headers;
+        let res = forward(route, up, &progress, &FailureSlot::default(), seen).await?;
+        let (mut parts, body) = res.into_parts();
+        parts.headers = headers::response_headers(&parts.headers, false);
+        let idle = response_idle(&parts.headers, upstream.response_timeout);
+        return Ok(Response::from_parts(
+            parts,
+            body::boxed(body::Idle::new(body, idle)),
+        ));
+    }
     let mut headers = headers::request_headers_reporting(
         &parts.headers,
         engine,
@@ -308,52 +344,12 @@ async fn proxy(
     *up.method_mut() = parts.method;
     *up.uri_mut() = uri;
     *up.headers_mut() = headers;
-    // The response timeout counts while scrim waits on the upstream, not
-    // while a client is still streaming its body (the body timeout's job).
-    let timeout = upstream.response_timeout;
-    let sent_at = Instant::now();
-    let request = route.client.request(up);
-    tokio::pin!(request);
-    let sent = loop {
-        let wait = progress.deadline(timeout);
-        let wake = wait.unwrap_or_else(|| tokio::time::Instant::now() + timeout);
-        tokio::select! {
-            r = &mut request => break Some(r),
-            _ = tokio::time::sleep_until(wake) => {
-                if progress
-                    .deadline(timeout)
-                    .is_some_and(|d| d <= tokio::time::Instant::now())
-                {
-                    break None;
-                }
-            }
-        }
-    };
-    seen.upstream = Some(sent_at.elapsed());
-    let taken = || failure.lock().ok().and_then(|mut f| f.take());
-    let res = match sent {
-        Some(Ok(res)) => res,
-        Some(Err(_)) => return Err(taken().unwrap_or(ProxyError::UpstreamUnreachable)),
-        None => return Err(taken().unwrap_or(ProxyError::UpstreamTimeout)),
-    };
-    // The upstream answered, but our streamed body may have failed after it
-    // started answering; the client must learn its data was refused.
-    if let Some(e) = taken() {
-        return Err(e);
-    }
+    let res = forward(route, up, &progress, &failure, seen).await?;
 
     // --- phase 6: response --------------------------------------------------
     let Some(resp_engine) = &route.response_engine else {
         let (mut parts, body) = res.into_parts();
-        // Between two reads the upstream has its response timeout, like the
-        // wait for the head; an event stream may idle as long as it likes.
-        let idle = if essence(parts.headers.get(header::CONTENT_TYPE)).as_deref()
-            == Some("text/event-stream")
-        {
-            RESPONSE_IDLE
-        } else {
-            upstream.response_timeout
-        };
+        let idle = response_idle(&parts.headers, upstream.response_timeout);
         parts.headers = headers::response_headers(&parts.headers, false);
         return Ok(Response::from_parts(
             parts,
@@ -412,6 +408,61 @@ async fn proxy(
             .map_err(|never| match never {})
             .boxed_unsync(),
     ))
+}
+
+/// Sends `up` and waits for the response head. The response timeout counts
+/// while scrim waits on the upstream, not while a client is still streaming
+/// its body (the body timeout's job).
+async fn forward(
+    route: &Route,
+    up: Request<BoxBody>,
+    progress: &body::Progress,
+    failure: &FailureSlot,
+    seen: &mut Seen,
+) -> Result<Response<Incoming>, ProxyError> {
+    let timeout = route.cfg.upstream.response_timeout;
+    let sent_at = Instant::now();
+    let request = route.client.request(up);
+    tokio::pin!(request);
+    let sent = loop {
+        let wait = progress.deadline(timeout);
+        let wake = wait.unwrap_or_else(|| tokio::time::Instant::now() + timeout);
+        tokio::select! {
+            r = &mut request => break Some(r),
+            _ = tokio::time::sleep_until(wake) => {
+                if progress
+                    .deadline(timeout)
+                    .is_some_and(|d| d <= tokio::time::Instant::now())
+                {
+                    break None;
+                }
+            }
+        }
+    };
+    seen.upstream = Some(sent_at.elapsed());
+    let taken = || failure.lock().ok().and_then(|mut f| f.take());
+    let res = match sent {
+        Some(Ok(res)) => res,
+        Some(Err(_)) => return Err(taken().unwrap_or(ProxyError::UpstreamUnreachable)),
+        None => return Err(taken().unwrap_or(ProxyError::UpstreamTimeout)),
+    };
+    // The upstream answered, but our streamed body may have failed after it
+    // started answering; the client must learn its data was refused.
+    if let Some(e) = taken() {
+        return Err(e);
+    }
+    Ok(res)
+}
+
+/// The longest pause allowed in a response body passed through: the
+/// upstream's response timeout, as for the head; an event stream may idle
+/// as long as it likes.
+fn response_idle(headers: &http::HeaderMap, response_timeout: Duration) -> Duration {
+    if essence(headers.get(header::CONTENT_TYPE)).as_deref() == Some("text/event-stream") {
+        RESPONSE_IDLE
+    } else {
+        response_timeout
+    }
 }
 
 /// The answer to a request withheld for consent or an objection: success,
