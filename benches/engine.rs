@@ -71,7 +71,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use data_encoding::BASE64URL_NOPAD;
 use serde_json::json;
 
-use scrim::engine::plan::EmailSpec;
+use scrim::engine::plan::{EmailSpec, UrlSpec};
 use scrim::engine::spec::IpMode;
 use scrim::engine::{compile_str, Engine, Format, Limits};
 use scrim::keyring::{DevKeySource, KeyMaterial};
@@ -175,6 +175,9 @@ fn walk_only_rules() -> &'static str {
         .expect("the bench rules have a user-id rule");
     keeps
 }
+
+/// A page URL as the webinar batch has them.
+const PAGE_URL: &str = "https://webinars.example.com/w/w-2026-11-0042/live?utm_source=newsletter&utm_medium=email&email=anna.schmidt%40example.com";
 
 /// Events per batch.
 const BATCH: usize = 1000;
@@ -542,6 +545,18 @@ fn hmac(c: &mut Criterion) {
             p.ip(black_box("203.0.113.77"), IpMode::Token)
                 .map(|ip| ip.to_string())
         })
+    });
+    // A page URL of the webinar batch: three parameters kept or tokenised.
+    let url_spec = UrlSpec {
+        keep_params: vec![
+            "utm_source".into(),
+            "utm_medium".into(),
+            "utm_campaign".into(),
+        ],
+        ..Default::default()
+    };
+    g.bench_function("url_page", |b| {
+        b.iter(|| p.url(black_box(PAGE_URL), &url_spec))
     });
     g.bench_function("ip_token_v6", |b| {
         b.iter(|| {

@@ -291,6 +291,9 @@ impl<'e> Ctx<'e> {
             keep_fragment: false,
             keep_unnamed_params: true,
         };
+        if !scrub::may_hold_personal(key) {
+            return Cow::Borrowed(key);
+        }
         let mut found = scrub::Found::default();
         let out = scrub::scrub(self.pseudo, &KEY_TEXT, key, &mut found);
         self.stats.scrubbed += u64::from(found.replaced);
@@ -588,7 +591,13 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
                     cx.out.push(b',');
                 }
                 let shown = cx.scrub_key(&key);
-                write_json_str(&mut cx.out, &shown);
+                match (&key, &shown) {
+                    // Borrowed from the input, so free of escapes, and kept.
+                    (Cow::Borrowed(_), Cow::Borrowed(k)) => {
+                        write_unescaped_json_str(&mut cx.out, k)
+                    }
+                    _ => write_json_str(&mut cx.out, &shown),
+                }
                 cx.out.push(b':');
                 let wrote = map.next_value_seed(Node {
                     cx: &mut *cx,

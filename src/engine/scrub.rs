@@ -51,11 +51,7 @@ pub fn scrub<'a>(
     text: &'a str,
     found: &mut Found,
 ) -> Cow<'a, str> {
-    // Cheap exits before the regex: no `@`, `:`, `.` and fewer than 8 digits
-    // means nothing above can match.
-    let bytes = text.as_bytes();
-    let digits = bytes.iter().filter(|b| b.is_ascii_digit()).count();
-    if digits < 8 && !bytes.iter().any(|&b| b == b'@' || b == b':' || b == b'.') {
+    if !may_hold_personal(text) {
         return Cow::Borrowed(text);
     }
     let mut out = String::new();
@@ -105,9 +101,7 @@ pub fn scrub<'a>(
 /// `"email"`, `"ip"`, `"phone"`), by the same detection as [`scrub`], without
 /// replacing anything. For naming object keys that are themselves personal.
 pub(crate) fn personal_kind(text: &str) -> Option<&'static str> {
-    let bytes = text.as_bytes();
-    let digits = bytes.iter().filter(|b| b.is_ascii_digit()).count();
-    if digits < 8 && !bytes.iter().any(|&b| b == b'@' || b == b':' || b == b'.') {
+    if !may_hold_personal(text) {
         return None;
     }
     for caps in DETECTOR.captures_iter(text) {
@@ -129,6 +123,21 @@ pub(crate) fn personal_kind(text: &str) -> Option<&'static str> {
         }
     }
     None
+}
+
+/// The cheap exit before the regex: every detection holds an `@`, a `:`, a
+/// `.` or at least eight ASCII digits (a phone number; Unicode digits alone
+/// never make one, see [`phone`]). One pass without early exit, which
+/// vectorises; object keys, short and plain, all go through here.
+#[inline]
+pub(crate) fn may_hold_personal(text: &str) -> bool {
+    let mut digits = 0usize;
+    let mut marks = false;
+    for &b in text.as_bytes() {
+        digits += usize::from(b.is_ascii_digit());
+        marks |= (b == b'@') | (b == b':') | (b == b'.');
+    }
+    marks || digits >= 8
 }
 
 fn ip6_prefix(mut s: &str) -> Option<&str> {

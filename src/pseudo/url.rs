@@ -147,7 +147,11 @@ impl Pseudonymiser {
             .or_else(|| s.strip_prefix("http://"))?;
         // The parser drops tabs and newlines, trims controls and spaces,
         // reads `\` as `/` and percent-encodes non-ASCII: none of that here.
-        if !s.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') {
+        // (No early exit: the fold vectorises.)
+        let odd = s
+            .bytes()
+            .fold(false, |odd, b| odd | !b.is_ascii_graphic() | (b == b'\\'));
+        if odd {
             return None;
         }
         let host_end = rest
@@ -177,17 +181,33 @@ impl Pseudonymiser {
         out.push_str(host);
         out.push_str(if path.is_empty() { "/" } else { path });
         if let Some(query) = query {
-            let mut pairs = form_urlencoded::parse(query.as_bytes())
-                .filter_map(|(k, v)| self.param(spec, k, v))
-                .peekable();
-            if pairs.peek().is_some() {
-                out.push('?');
-                let at = out.len();
-                let mut ser = form_urlencoded::Serializer::for_suffix(out, at);
-                for (k, v) in pairs {
-                    ser.append_pair(&k, &v);
+            // `form_urlencoded::parse` and a `Serializer`, as the general
+            // path has them, except that a pair with nothing to decode or
+            // encode is neither decoded nor encoded.
+            let mark = out.len();
+            out.push('?');
+            let mut first = true;
+            for seg in query.split('&').filter(|seg| !seg.is_empty()) {
+                let (k, v) = seg.split_once('=').unwrap_or((seg, ""));
+                let (k, v) = if form_plain(k) && form_plain(v) {
+                    (Cow::Borrowed(k), Cow::Borrowed(v))
+                } else {
+                    form_urlencoded::parse(seg.as_bytes())
+                        .next()
+                        .expect("a non-empty sequence is a pair")
+                };
+                if let Some((k, v)) = self.param(spec, k, v) {
+                    if !first {
+                        out.push('&');
+                    }
+                    first = false;
+                    push_form(&mut out, &k);
+                    out.push('=');
+                    push_form(&mut out, &v);
                 }
-                out = ser.finish();
+            }
+            if first {
+                out.truncate(mark);
             }
         }
         if let (true, Some(f)) = (spec.keep_fragment, fragment) {
@@ -231,23 +251,69 @@ impl Pseudonymiser {
     }
 }
 
+/// The bytes `form_urlencoded::byte_serialize` leaves as they are.
+static FORM_PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'*' | b'-' | b'.' | b'_');
+        b += 1;
+    }
+    t
+};
+
+/// Text that form-urlencoding leaves as it is, both ways: only the bytes
+/// `form_urlencoded::byte_serialize` does not escape (no `+`, no `%`).
+fn form_plain(s: &str) -> bool {
+    s.bytes().all(|b| FORM_PLAIN[usize::from(b)])
+}
+
+/// `s` form-urlencoded, as `form_urlencoded::Serializer` writes it (see
+/// `form_urlencoded::byte_serialize`): the bytes of [`form_plain`] as they
+/// are, space as `+`, every other byte as `%XX` in upper-case hex.
+fn push_form(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut plain = 0;
+    let bytes = s.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        if FORM_PLAIN[usize::from(b)] {
+            continue;
+        }
+        // Plain bytes are ASCII, so a run of them starts and ends on
+        // character boundaries.
+        if plain < i {
+            out.push_str(&s[plain..i]);
+        }
+        if b == b' ' {
+            out.push('+');
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
+        }
+        plain = i + 1;
+    }
+    out.push_str(&s[plain..]);
+}
+
 /// A host the URL parser keeps as it is: dot-separated non-empty labels of
 /// lower-case ASCII letters, digits and hyphens, none of them punycode, the
 /// last starting with a letter (so that the host is not read as an IPv4
 /// address).
 fn plain_host(host: &str) -> bool {
-    !host.is_empty()
-        && !host.contains("xn--")
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        })
-        && host
-            .rsplit('.')
-            .next()
-            .is_some_and(|l| l.as_bytes()[0].is_ascii_lowercase())
+    let b = host.as_bytes();
+    let mut label = 0;
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'.' if i > label => label = i + 1,
+            b'a'..=b'z' | b'0'..=b'9' => {}
+            // `xn--` starts a punycode label.
+            b'-' if !(i == label + 2 && b[label..i] == *b"xn" && b.get(i + 1) == Some(&b'-')) => {}
+            _ => return false,
+        }
+    }
+    b.get(label).is_some_and(u8::is_ascii_lowercase)
 }
 
 /// A path the URL parser keeps as it is and that cannot hold an email:
@@ -255,47 +321,62 @@ fn plain_host(host: &str) -> bool {
 /// `%` only before two hex digits and never encoding `@` or `.`; no `.` or
 /// `..` segment.
 fn plain_path(path: &str) -> bool {
-    if !(path.is_empty() || path.starts_with('/')) {
+    static PLAIN: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            t[b] = c.is_ascii_alphanumeric()
+                || matches!(
+                    c,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                        | b':'
+                        | b'/'
+                );
+            b += 1;
+        }
+        t
+    };
+    let b = path.as_bytes();
+    if !(b.is_empty() || b[0] == b'/') {
         return false;
     }
-    let b = path.as_bytes();
+    let mut segment = 0;
     for (i, &c) in b.iter().enumerate() {
-        let ok = match c {
-            b'%' => match (b.get(i + 1), b.get(i + 2)) {
+        if c == b'%' {
+            let ok = match (b.get(i + 1), b.get(i + 2)) {
                 (Some(h), Some(l)) => {
                     h.is_ascii_hexdigit()
                         && l.is_ascii_hexdigit()
                         && !matches!((h, l), (b'4', b'0') | (b'2', b'e' | b'E'))
                 }
                 _ => false,
-            },
-            c => {
-                c.is_ascii_alphanumeric()
-                    || matches!(
-                        c,
-                        b'-' | b'.'
-                            | b'_'
-                            | b'~'
-                            | b'!'
-                            | b'$'
-                            | b'&'
-                            | b'('
-                            | b')'
-                            | b'*'
-                            | b'+'
-                            | b','
-                            | b';'
-                            | b'='
-                            | b':'
-                            | b'/'
-                    )
+            };
+            if !ok {
+                return false;
             }
-        };
-        if !ok {
+        } else if !PLAIN[usize::from(c)] {
             return false;
+        } else if c == b'/' {
+            if matches!(&b[segment..i], b"." | b"..") {
+                return false;
+            }
+            segment = i + 1;
         }
     }
-    !path.split('/').any(|seg| seg == "." || seg == "..")
+    !matches!(&b[segment..], b"." | b"..")
 }
 
 /// Does `s` contain `local@domain.tld` anywhere: a non-empty local part and
@@ -318,6 +399,25 @@ fn contains_email(s: &str) -> bool {
 mod tests {
     use super::*;
     use crate::keyring::KeyMaterial;
+
+    #[test]
+    fn form_encoding_is_byte_serialize() {
+        let mut all = String::new();
+        for c in (0u32..0x250).chain([0x7ff, 0x800, 0xffff, 0x1_0000, 0x10_ffff]) {
+            let Some(c) = char::from_u32(c) else { continue };
+            let mut ours = String::new();
+            push_form(&mut ours, c.encode_utf8(&mut [0; 4]));
+            let theirs: String =
+                form_urlencoded::byte_serialize(c.encode_utf8(&mut [0; 4]).as_bytes()).collect();
+            assert_eq!(ours, theirs, "{c:?}");
+            all.push(c);
+            all.push_str("ab");
+        }
+        let mut ours = String::from("x");
+        push_form(&mut ours, &all);
+        let theirs: String = form_urlencoded::byte_serialize(all.as_bytes()).collect();
+        assert_eq!(ours, format!("x{theirs}"));
+    }
 
     /// Wherever the fast path answers, it answers what the URL parser does.
     #[test]
