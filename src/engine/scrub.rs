@@ -83,6 +83,10 @@ pub fn scrub<'a>(
         };
         if let Some(r) = replacement {
             if r != s {
+                if out.capacity() == 0 {
+                    // Tokens are about as long as what they replace.
+                    out.reserve(text.len() + 64);
+                }
                 out.push_str(&text[last..m.start()]);
                 out.push_str(&r);
                 last = end;
