@@ -173,7 +173,18 @@ impl Pseudonymiser {
     }
 
     pub fn email(&self, raw: &str, spec: &EmailSpec) -> String {
-        let norm = normalize::email(raw, spec.strip_plus_tag);
+        // A short ASCII address is lower-cased on the stack: what
+        // `normalize::email` does for it, without allocating.
+        let mut buf = [0u8; 128];
+        let trimmed = raw.trim();
+        let norm = if !spec.strip_plus_tag && trimmed.len() <= buf.len() && trimmed.is_ascii() {
+            let lower = &mut buf[..trimmed.len()];
+            lower.copy_from_slice(trimmed.as_bytes());
+            lower.make_ascii_lowercase();
+            std::borrow::Cow::Borrowed(std::str::from_utf8(lower).expect("ASCII is UTF-8"))
+        } else {
+            normalize::email(raw, spec.strip_plus_tag)
+        };
         let mut out = String::with_capacity(64);
         self.push_token(&mut out, Kind::Email, &norm);
         out.push('@');
@@ -354,6 +365,35 @@ mod tests {
         assert!(p.reveal("other-field", &t).is_err());
         assert!(ps("b").reveal("user-email", &t).is_err());
         assert_ne!(t, p.encrypt("user-email", "søren@example.dk").unwrap());
+    }
+
+    #[test]
+    fn email_tokens_use_the_normalised_address() {
+        let p = ps("a");
+        for raw in [
+            " Anna.Schmidt+Webinars@Example.COM ",
+            "a@b.dk",
+            "Søren@X.dk",
+            "ＡＢ@x.dk",
+            "no-at-sign",
+            "\u{a0}Z@Y.io\u{2003}",
+        ] {
+            for strip in [false, true] {
+                let norm = normalize::email(raw, strip);
+                let domain = norm.rsplit_once('@').map_or("", |(_, d)| d);
+                let spec = EmailSpec {
+                    keep_domain: true,
+                    strip_plus_tag: strip,
+                    ..Default::default()
+                };
+                let want = if domain.is_empty() {
+                    format!("{}@{DEFAULT_EMAIL_DOMAIN}", p.token(Kind::Email, &norm))
+                } else {
+                    format!("{}@{domain}", p.token(Kind::Email, &norm))
+                };
+                assert_eq!(p.email(raw, &spec), want, "{raw:?}");
+            }
+        }
     }
 
     #[test]

@@ -189,7 +189,8 @@ impl Pseudonymiser {
             let mut first = true;
             for seg in query.split('&').filter(|seg| !seg.is_empty()) {
                 let (k, v) = seg.split_once('=').unwrap_or((seg, ""));
-                let (k, v) = if form_plain(k) && form_plain(v) {
+                let plain = form_plain(k) && form_plain(v);
+                let (k, v) = if plain {
                     (Cow::Borrowed(k), Cow::Borrowed(v))
                 } else {
                     form_urlencoded::parse(seg.as_bytes())
@@ -201,9 +202,14 @@ impl Pseudonymiser {
                         out.push('&');
                     }
                     first = false;
-                    push_form(&mut out, &k);
+                    // Plain input passed through needs no encoding.
+                    let put = |out: &mut String, t: &Cow<'_, str>| match t {
+                        Cow::Borrowed(t) if plain => out.push_str(t),
+                        t => push_form(out, t),
+                    };
+                    put(&mut out, &k);
                     out.push('=');
-                    push_form(&mut out, &v);
+                    put(&mut out, &v);
                 }
             }
             if first {
