@@ -12,6 +12,11 @@
 //!   transform; `scrim_audience_analytics` runs the shipped rule file.
 //! - `ndjson`: the same batch as one NDJSON body; `form`: 1000 Snowplow
 //!   pixels under `rules/snowplow-pixel.toml`.
+//! - `scrub`: one chat message (an email, a phone number and an IP address
+//!   in it; nothing to find; a page long with one email).
+//! - `json_*kb`, `ndjson_*kb`, `form_*kb`: bodies of 1, 16 and 256 events
+//!   (or pixels), each beside its plain round trip (serde_json `Value`,
+//!   line by line for NDJSON; form_urlencoded parse and serialise).
 //!
 //! # Results
 //!
@@ -88,6 +93,29 @@
 //! | webinar_batch / scrim_engine | 9.02 ms | 113.7 MiB/s |
 //! | webinar_batch / serde_json_roundtrip | 7.77 ms | 131.9 MiB/s |
 //! | webinar_batch / scrim_walk_only | 6.12 ms | 167.4 MiB/s |
+//!
+//! By stage and payload size, one run at 482db79's engine (criterion means,
+//! `-- 'scrub|json_|ndjson_|form_' --warm-up-time 1 --measurement-time 2`;
+//! another tenant loaded the machine, the round trips ran about 25% slower
+//! than in the interleaved figures, so read the ratios):
+//!
+//! | bench | scrim | plain round trip | scrim / round trip throughput |
+//! |---|---|---|---|
+//! | scrub / with_email_phone_ip (180 B) | 2.10 µs | | |
+//! | scrub / nothing_to_find (150 B) | 0.80 µs | | |
+//! | scrub / page_long_one_email (5.4 KB) | 22.1 µs | | |
+//! | json, 1 event in `{"batch": [...]}` (1.1 KB) | 12.1 µs | 10.5 µs | 0.87 |
+//! | json, 16 events (17 KB) | 198 µs | 142 µs | 0.72 |
+//! | json, 256 events (275 KB) | 3.07 ms | 2.25 ms | 0.73 |
+//! | ndjson, 1 line (1.1 KB) | 12.9 µs | 10.3 µs | 0.80 |
+//! | ndjson, 16 lines (17 KB) | 156 µs | 132 µs | 0.85 |
+//! | ndjson, 256 lines (275 KB) | 2.16 ms | 2.46 ms | 1.14 |
+//! | form, 1 pixel (1.1 KB) | 19.3 µs | 10.6 µs | 0.55 |
+//! | form, 16 pixels as one form (18 KB) | 317 µs | 148 µs | 0.47 |
+//! | form, 256 pixels as one form (300 KB) | 4.88 ms | 1.90 ms | 0.39 |
+//!
+//! The form's round trip is form_urlencoded alone, while the pixel's rules
+//! also open, transform and re-encode the base64 JSON in `ue_px` and `cx`.
 //! | webinar_batch / scrim_audience_analytics | 15.9 ms | 64.7 MiB/s |
 //! | ndjson / scrim_engine | 8.90 ms | 115.3 MiB/s |
 //! | form / snowplow_pixel | 17.0 ms | 65.8 MiB/s |
@@ -748,9 +776,155 @@ fn form(c: &mut Criterion) {
     g.finish();
 }
 
+/// Scrub alone: one chat message with an email, a phone number and an IP
+/// address in it, one with nothing to find, and one a page long.
+fn scrub(c: &mut Criterion) {
+    const RULES: &str = "[purpose]\nid = \"bench-chat\"\nlegal_basis = \"legitimate-interest\"\n\
+                         retention = \"13 months\"\nrecipient = \"bench\"\n\n\
+                         [[rule]]\nfield = \"message\"\naction = \"scrub\"\n";
+    let e = engine(RULES, "chat.toml");
+    let personal =
+        "Thanks for the talk! Could you send the slides to zoe.celik+webinars@example.com \
+                    or call me on +45 20 30 40 50? I joined from 203.0.113.77.";
+    let clean = "Thanks for the talk! Could you share the slides after the session? The part \
+                 about quarterly planning was very useful for our team.";
+    let page = format!("{clean} ").repeat(40) + personal;
+    let mut g = c.benchmark_group("scrub");
+    for (name, text) in [
+        ("with_email_phone_ip", personal.to_owned()),
+        ("nothing_to_find", clean.to_owned()),
+        ("page_long_one_email", page),
+    ] {
+        let doc = serde_json::to_vec(&json!({ "message": text })).expect("JSON");
+        let mut out = Vec::new();
+        let s = e.json(&doc, &mut out).expect("scrubs");
+        let want = if name == "nothing_to_find" { 0 } else { 3 };
+        assert_eq!(s.scrubbed, want, "{name}: {s:?}");
+        g.throughput(Throughput::Bytes(doc.len() as u64));
+        g.bench_function(name, |b| {
+            let mut out = Vec::with_capacity(doc.len() * 2);
+            b.iter(|| {
+                out.clear();
+                e.json(black_box(&doc), &mut out).unwrap();
+                black_box(&out);
+            })
+        });
+    }
+    g.finish();
+}
+
+/// JSON, NDJSON and form bodies by payload size, each beside its plain
+/// round trip: serde_json for JSON and NDJSON (line by line),
+/// form_urlencoded parse and serialise for forms.
+fn by_size(c: &mut Criterion) {
+    let events = batch();
+    let forms = form_batch();
+    // The bench rules under `batch[*].`, for `{"batch": [...]}` documents.
+    let batched = engine(
+        &BENCH_RULES.replace("field = \"", "field = \"batch[*]."),
+        "bench-rules-batched.toml",
+    );
+    let lines = engine(BENCH_RULES, "bench-rules.toml");
+    let pixel = engine(SNOWPLOW_PIXEL, "snowplow-pixel.toml");
+    for n in [1usize, 16, 256] {
+        let values: Vec<serde_json::Value> = events[..n]
+            .iter()
+            .map(|e| serde_json::from_slice(e).expect("JSON"))
+            .collect();
+        let doc = serde_json::to_vec(&json!({ "batch": values })).expect("JSON");
+        let mut ndjson = Vec::new();
+        for e in &events[..n] {
+            ndjson.extend_from_slice(e);
+            ndjson.push(b'\n');
+        }
+        let form: String = forms[..n].join("&");
+        let mut out = Vec::new();
+        assert_eq!(
+            batched.json(&doc, &mut out).expect("batch").pseudonymised,
+            5 * n as u64
+        );
+
+        let mut g = c.benchmark_group(format!("json_{}kb", doc.len() / 1000));
+        g.throughput(Throughput::Bytes(doc.len() as u64));
+        g.bench_function(BenchmarkId::new("scrim_engine", n), |b| {
+            let mut out = Vec::with_capacity(doc.len() * 2);
+            b.iter(|| {
+                out.clear();
+                batched.json(black_box(&doc), &mut out).unwrap();
+                black_box(&out);
+            })
+        });
+        g.bench_function(BenchmarkId::new("serde_json_roundtrip", n), |b| {
+            b.iter(|| {
+                let v: serde_json::Value = serde_json::from_slice(black_box(&doc)).unwrap();
+                black_box(serde_json::to_vec(&v).unwrap());
+            })
+        });
+        g.finish();
+
+        let mut g = c.benchmark_group(format!("ndjson_{}kb", ndjson.len() / 1000));
+        g.throughput(Throughput::Bytes(ndjson.len() as u64));
+        g.bench_function(BenchmarkId::new("scrim_engine", n), |b| {
+            let mut out = Vec::with_capacity(ndjson.len() * 2);
+            b.iter(|| {
+                out.clear();
+                lines
+                    .transform(Format::Ndjson, black_box(&ndjson), &mut out)
+                    .unwrap();
+                black_box(&out);
+            })
+        });
+        g.bench_function(BenchmarkId::new("serde_json_roundtrip", n), |b| {
+            let mut out = Vec::with_capacity(ndjson.len() * 2);
+            b.iter(|| {
+                out.clear();
+                for line in black_box(&ndjson).split(|&b| b == b'\n') {
+                    if line.is_empty() {
+                        continue;
+                    }
+                    let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+                    serde_json::to_writer(&mut out, &v).unwrap();
+                    out.push(b'\n');
+                }
+                black_box(&out);
+            })
+        });
+        g.finish();
+
+        // Pixels joined with `&` are one long form: every field repeated n
+        // times, as a form with many fields.
+        let mut g = c.benchmark_group(format!("form_{}kb", form.len() / 1000));
+        g.throughput(Throughput::Bytes(form.len() as u64));
+        g.bench_function(BenchmarkId::new("scrim_engine", n), |b| {
+            let mut out = Vec::with_capacity(form.len() * 2);
+            b.iter(|| {
+                out.clear();
+                pixel
+                    .transform(Format::Form, black_box(form.as_bytes()), &mut out)
+                    .unwrap();
+                black_box(&out);
+            })
+        });
+        g.bench_function(BenchmarkId::new("form_urlencoded_roundtrip", n), |b| {
+            b.iter(|| {
+                let pairs: Vec<(String, String)> =
+                    form_urlencoded::parse(black_box(form.as_bytes()))
+                        .into_owned()
+                        .collect();
+                black_box(
+                    form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(pairs)
+                        .finish(),
+                );
+            })
+        });
+        g.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().without_plots();
-    targets = compile, hmac, webinar_batch, ndjson, form
+    targets = compile, hmac, scrub, webinar_batch, ndjson, form, by_size
 }
 criterion_main!(benches);
