@@ -155,8 +155,7 @@ impl UnknownFields {
 
     /// `(target, name, count)`, sorted by target then name.
     pub fn fields(&self) -> Vec<(Target, &str, u64)> {
-        const TARGETS: [Target; 4] = [Target::Body, Target::Query, Target::Header, Target::Cookie];
-        let mut v: Vec<_> = TARGETS
+        let mut v: Vec<_> = ALL_TARGETS
             .into_iter()
             .flat_map(|t| {
                 self.counts[t as usize]
@@ -180,17 +179,24 @@ impl UnknownFields {
     }
 }
 
+/// Every target, in report order (the index of each is `Target as usize`).
+const ALL_TARGETS: [Target; 4] = [Target::Body, Target::Query, Target::Header, Target::Cookie];
+
 fn add_capped(
-    counts: &mut HashMap<(Target, String), u64>,
+    counts: &mut [HashMap<String, u64, Fnv>; 4],
+    distinct: &mut usize,
     overflow: &mut u64,
     cap: usize,
-    key: (Target, String),
+    (target, name): (Target, &str),
     n: u64,
 ) {
-    if let Some(c) = counts.get_mut(&key) {
+    let slot = &mut counts[target as usize];
+    // Looked up by `&str`: a name seen before costs no allocation.
+    if let Some(c) = slot.get_mut(name) {
         *c = c.saturating_add(n);
-    } else if counts.len() < cap {
-        counts.insert(key, n);
+    } else if *distinct < cap {
+        slot.insert(name.to_owned(), n);
+        *distinct += 1;
     } else {
         *overflow = overflow.saturating_add(n);
     }
@@ -274,7 +280,9 @@ pub struct UnknownTally {
 
 #[derive(Debug, Default)]
 struct Tally {
-    counts: HashMap<(Target, String), u64>,
+    /// Per target (`Target as usize`), name -> count.
+    counts: [HashMap<String, u64, Fnv>; 4],
+    distinct: usize,
     overflow: u64,
 }
 
@@ -291,9 +299,16 @@ impl UnknownTally {
         let Ok(mut t) = self.inner.lock() else {
             return;
         };
-        let Tally { counts, overflow } = &mut *t;
-        for (target, name, n) in u.fields() {
-            add_capped(counts, overflow, MAX_PATHS, (target, name.to_owned()), n);
+        let Tally {
+            counts,
+            distinct,
+            overflow,
+        } = &mut *t;
+        // In any order: no sort, no allocation for names seen before.
+        for target in ALL_TARGETS {
+            for (name, &n) in &u.counts[target as usize] {
+                add_capped(counts, distinct, overflow, MAX_PATHS, (target, name), n);
+            }
         }
         *overflow = overflow.saturating_add(u.overflow);
     }
@@ -303,10 +318,13 @@ impl UnknownTally {
         let Ok(t) = self.inner.lock() else {
             return (Vec::new(), 0);
         };
-        let mut v: Vec<_> = t
-            .counts
-            .iter()
-            .map(|((target, n), c)| (*target, n.clone(), *c))
+        let mut v: Vec<_> = ALL_TARGETS
+            .into_iter()
+            .flat_map(|target| {
+                t.counts[target as usize]
+                    .iter()
+                    .map(move |(n, c)| (target, n.clone(), *c))
+            })
             .collect();
         v.sort();
         (v, t.overflow)
