@@ -219,6 +219,10 @@ pub struct Runtime {
     /// Set when shutdown starts: readiness turns false so that load
     /// balancers stop sending while requests in flight finish.
     draining: std::sync::atomic::AtomicBool,
+    /// Held by everything that builds and installs a snapshot (a reload, a
+    /// ring change, the objection register), so that one cannot install a
+    /// snapshot built from state another has already replaced.
+    changes: std::sync::Mutex<()>,
 }
 
 impl Runtime {
@@ -255,6 +259,7 @@ impl Runtime {
             metrics,
             certs: Default::default(),
             draining: Default::default(),
+            changes: Default::default(),
         });
         rt.note_key_version(&rt.snapshot());
         *rt.ring_stamp.lock().expect("fresh mutex") = rt.stamp();
@@ -280,6 +285,7 @@ impl Runtime {
         value: &str,
         add: bool,
     ) -> Result<bool, RuntimeError> {
+        let _changing = self.changing();
         let cfg = self.config();
         let path = cfg.objections.as_ref().ok_or(RuntimeError::NoRegister)?;
         let (set, changed) = Objections::update(path, register_key(&self.keys)?, kind, value, add)?;
@@ -294,6 +300,7 @@ impl Runtime {
     /// Re-reads the objection register if its file changed (another replica
     /// wrote it). Returns whether it changed.
     pub fn refresh_objections(&self) -> Result<bool, RuntimeError> {
+        let _changing = self.changing();
         let cfg = self.config();
         let Some(path) = cfg.objections.as_ref() else {
             return Ok(false);
@@ -330,6 +337,10 @@ impl Runtime {
         };
         self.store(snap);
         Ok(())
+    }
+
+    fn changing(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.changes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn store(&self, snap: Snapshot) {
@@ -391,6 +402,7 @@ impl Runtime {
     /// installs a snapshot bound to its active version. A ring that fails to
     /// load leaves the running snapshot in place. Returns whether it changed.
     pub fn refresh_ring(&self) -> Result<bool, RuntimeError> {
+        let _changing = self.changing();
         let (path, kek) = self.ring_path()?;
         let now = self.stamp();
         {
@@ -422,6 +434,7 @@ impl Runtime {
 
     /// Rotates the ring and switches to the new version at once.
     pub fn rotate(&self) -> Result<u32, RuntimeError> {
+        let _changing = self.changing();
         let (path, kek) = self.ring_path()?;
         let ring = crate::keyring::ring::KeyRing::rotate(path, kek)?;
         let id = ring.active_version().id;
@@ -433,6 +446,11 @@ impl Runtime {
     }
 
     pub fn retire(&self, id: u32) -> Result<(), RuntimeError> {
+        let _changing = self.changing();
+        self.retire_unlocked(id)
+    }
+
+    fn retire_unlocked(&self, id: u32) -> Result<(), RuntimeError> {
         let (path, kek) = self.ring_path()?;
         let ring = crate::keyring::ring::KeyRing::retire(path, kek, id)?;
         self.install(ring)?;
@@ -463,6 +481,7 @@ impl Runtime {
     }
 
     fn try_reload(&self) -> Result<(), RuntimeError> {
+        let _changing = self.changing();
         let path = self.config().path.clone();
         let cfg = crate::config::load(&path)?;
         let certs = self.certs.lock().map(|c| c.clone()).unwrap_or_default();
@@ -511,6 +530,7 @@ impl Runtime {
     /// retention has passed. Safe to run on every replica at once: the
     /// ring's lock and a re-check under it make it happen once.
     pub fn maintain_keys(&self) -> Result<(), RuntimeError> {
+        let _changing = self.changing();
         let cfg = self.config();
         let Ok((path, kek)) = self.ring_path() else {
             return Ok(());
@@ -547,7 +567,7 @@ impl Runtime {
                             .is_some_and(|t| chrono::Utc::now() - t >= longest);
                     if expired {
                         tracing::info!(version = v.id, "key version retired: retention passed");
-                        self.retire(v.id)?;
+                        self.retire_unlocked(v.id)?;
                     }
                 }
             }
