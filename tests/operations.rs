@@ -319,6 +319,58 @@ pub fn spawn_run(dir: &Path, name: &str, config: &str, level: &str) -> ChildGuar
     ChildGuard { child, stderr: log }
 }
 
+/// A `scrim run` process on a new ring in `dir`, with the admin API, on
+/// free loopback ports, ready to serve.
+/// Keep `dir` bound as long as the process runs: dropping it deletes the
+/// config, the ring and the log.
+pub struct Process {
+    pub p: ChildGuard,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub client: HttpClient,
+    /// The config it runs (`dir/scrim.toml`).
+    pub config: String,
+    pub dir: tempfile::TempDir,
+}
+
+/// Starts [`Process`]: `routes` to `upstream`, `limits` as the body of a
+/// `[limits]` table (may be empty), logging at `level`.
+pub async fn start_process(
+    dir: tempfile::TempDir,
+    upstream: &str,
+    routes: &str,
+    limits: &str,
+    level: &str,
+) -> Process {
+    let ring = init_ring(dir.path());
+    let ports = free_ports(2);
+    let (proxy, admin) = (
+        SocketAddr::from(([127, 0, 0, 1], ports[0])),
+        SocketAddr::from(([127, 0, 0, 1], ports[1])),
+    );
+    let audit = dir.path().join("audit.log");
+    let config = config(
+        &proxy.to_string(),
+        upstream,
+        &ring,
+        "",
+        routes,
+        Some((&admin.to_string(), &audit)),
+    )
+    .replacen("[keys]", &format!("[limits]\n{limits}\n\n[keys]"), 1);
+    let mut p = spawn_run(dir.path(), "scrim", &config, level);
+    let client = ps::h1_client();
+    crate::keyring::wait_ready(&client, &mut p, admin, "scrim").await;
+    Process {
+        p,
+        proxy,
+        admin,
+        client,
+        config,
+        dir,
+    }
+}
+
 pub fn signal(p: &ChildGuard, sig: &str) {
     let status = Command::new("kill")
         .args([sig, &p.child.id().to_string()])
@@ -427,12 +479,6 @@ fn received_fields(up: &Upstream) -> HashMap<u64, Vec<String>> {
 async fn sighup_reload_under_load_applies_good_configs_and_refuses_a_broken_one() {
     let up = Upstream::start(ps::ok_responder()).await;
     let dir = ps::tempdir();
-    let ring = init_ring(dir.path());
-    let ports = free_ports(2);
-    let (proxy, admin) = (
-        SocketAddr::from(([127, 0, 0, 1], ports[0])),
-        SocketAddr::from(([127, 0, 0, 1], ports[1])),
-    );
     let keep = |fields: &[&str]| {
         let mut r = String::from(
             "[[rule]]\nid = \"email\"\nfield = \"email\"\naction = \"pseudonymise\"\nkind = \"email\"\n",
@@ -450,18 +496,14 @@ async fn sighup_reload_under_load_applies_good_configs_and_refuses_a_broken_one(
         "[[route]]\nname = \"events\"\npath_prefix = \"/e\"\nupstream = \"up\"\nrules = {}\n\n",
         ps::toml_path(&rules_path)
     );
-    let audit = dir.path().join("audit.log");
-    let cfg = config(
-        &proxy.to_string(),
-        &up.url(),
-        &ring,
-        "",
-        &routes,
-        Some((&admin.to_string(), &audit)),
-    );
-    let mut p = spawn_run(dir.path(), "scrim", &cfg, "info");
-    let client = ps::h1_client();
-    crate::keyring::wait_ready(&client, &mut p, admin, "scrim").await;
+    let Process {
+        mut p,
+        proxy,
+        admin,
+        client,
+        config: cfg,
+        dir,
+    } = start_process(dir, &up.url(), &routes, "", "info").await;
 
     let phase = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -607,29 +649,24 @@ async fn sigterm_under_load_completes_every_accepted_request_then_exits_zero() {
         })
     });
     let up = Upstream::start(held).await;
-    let dir = ps::tempdir();
-    let ring = init_ring(dir.path());
-    let ports = free_ports(2);
-    let (proxy, admin) = (
-        SocketAddr::from(([127, 0, 0, 1], ports[0])),
-        SocketAddr::from(([127, 0, 0, 1], ports[1])),
-    );
-    let audit = dir.path().join("audit.log");
-    let cfg = config(
-        &proxy.to_string(),
+    let Process {
+        mut p,
+        proxy,
+        admin,
+        client,
+        dir: _dir,
+        ..
+    } = start_process(
+        ps::tempdir(),
         &up.url(),
-        &ring,
-        "",
         &route(
             "/",
             &rules("audience", "analytics", "13 months", EMAIL_RULES),
         ),
-        Some((&admin.to_string(), &audit)),
+        "drain_timeout_ms = 10000",
+        "info",
     )
-    .replacen("[keys]", "[limits]\ndrain_timeout_ms = 10000\n\n[keys]", 1);
-    let mut p = spawn_run(dir.path(), "scrim", &cfg, "info");
-    let client = ps::h1_client();
-    crate::keyring::wait_ready(&client, &mut p, admin, "scrim").await;
+    .await;
 
     // Requests in flight: each on its own connection.
     let mut inflight = Vec::new();
@@ -734,29 +771,23 @@ async fn shutdown_gives_up_on_a_hung_request_at_the_drain_deadline() {
         })
     });
     let up = Upstream::start(hung).await;
-    let dir = ps::tempdir();
-    let ring = init_ring(dir.path());
-    let ports = free_ports(2);
-    let (proxy, admin) = (
-        SocketAddr::from(([127, 0, 0, 1], ports[0])),
-        SocketAddr::from(([127, 0, 0, 1], ports[1])),
-    );
-    let audit = dir.path().join("audit.log");
-    let cfg = config(
-        &proxy.to_string(),
+    let Process {
+        mut p,
+        proxy,
+        client,
+        dir: _dir,
+        ..
+    } = start_process(
+        ps::tempdir(),
         &up.url(),
-        &ring,
-        "",
         &route(
             "/",
             &rules("audience", "analytics", "13 months", EMAIL_RULES),
         ),
-        Some((&admin.to_string(), &audit)),
+        "drain_timeout_ms = 500",
+        "info",
     )
-    .replacen("[keys]", "[limits]\ndrain_timeout_ms = 500\n\n[keys]", 1);
-    let mut p = spawn_run(dir.path(), "scrim", &cfg, "info");
-    let client = ps::h1_client();
-    crate::keyring::wait_ready(&client, &mut p, admin, "scrim").await;
+    .await;
     let c = client.clone();
     let pending = tokio::spawn(async move {
         let r = ps::post(

@@ -6,7 +6,6 @@
 //! quick); the figures in docs/reliability.md say which length produced
 //! them.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,8 +14,8 @@ use http::StatusCode;
 use serde_json::json;
 
 use super::Cases;
-use crate::keyring::{config, free_ports, init_ring, rotate_via_admin, rules, wait_ready};
-use crate::operations::{signal, spawn_run, wait_metric};
+use crate::keyring::{rotate_via_admin, rules};
+use crate::operations::{signal, start_process, wait_metric, Process};
 use crate::proxy_support::{self as ps, Upstream, WAIT};
 
 /// A request's number and its status (or the client's error).
@@ -80,31 +79,21 @@ async fn sustained_load_with_a_reload_and_a_rotation_loses_and_leaks_nothing() {
 
     let up = Upstream::start(ps::ok_responder()).await;
     let dir = ps::tempdir();
-    let ring = init_ring(dir.path());
-    let ports = free_ports(2);
-    let (proxy, admin) = (
-        SocketAddr::from(([127, 0, 0, 1], ports[0])),
-        SocketAddr::from(([127, 0, 0, 1], ports[1])),
-    );
     let rules_path = dir.path().join("rules.toml");
     std::fs::write(&rules_path, load_rules(false)).expect("rules");
     let routes = format!(
         "[[route]]\nname = \"events\"\npath_prefix = \"/e\"\nupstream = \"up\"\nrules = {}\n\n",
         ps::toml_path(&rules_path)
     );
-    let audit = dir.path().join("audit.log");
-    let cfg = config(
-        &proxy.to_string(),
-        &up.url(),
-        &ring,
-        "",
-        &routes,
-        Some((&admin.to_string(), &audit)),
-    );
-    let mut p = spawn_run(dir.path(), "scrim", &cfg, "warn");
+    let Process {
+        mut p,
+        proxy,
+        admin,
+        client,
+        dir: _dir,
+        ..
+    } = start_process(dir, &up.url(), &routes, "", "warn").await;
     let pid = p.child.id();
-    let client = ps::h1_client();
-    wait_ready(&client, &mut p, admin, "scrim").await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let next = Arc::new(AtomicUsize::new(0));
@@ -299,28 +288,21 @@ async fn sustained_load_with_a_reload_and_a_rotation_loses_and_leaks_nothing() {
 async fn thousands_of_idle_connections_do_not_stop_new_ones() {
     const IDLE: usize = 3000;
     let up = Upstream::start(ps::ok_responder()).await;
-    let dir = ps::tempdir();
-    let ring = init_ring(dir.path());
-    let ports = free_ports(2);
-    let (proxy, admin) = (
-        SocketAddr::from(([127, 0, 0, 1], ports[0])),
-        SocketAddr::from(([127, 0, 0, 1], ports[1])),
-    );
-    let audit = dir.path().join("audit.log");
-    let cfg = config(
-        &proxy.to_string(),
-        &up.url(),
-        &ring,
-        "",
-        &crate::keyring::route("/", &load_rules(false)),
-        Some((&admin.to_string(), &audit)),
-    )
     // Idle clients are not cut by the header timeout during the test.
-    .replacen("[keys]", "[limits]\nheader_timeout_ms = 60000\n\n[keys]", 1);
-    let mut p = spawn_run(dir.path(), "scrim", &cfg, "warn");
+    let Process {
+        mut p,
+        proxy,
+        dir: _dir,
+        ..
+    } = start_process(
+        ps::tempdir(),
+        &up.url(),
+        &crate::keyring::route("/", &load_rules(false)),
+        "header_timeout_ms = 60000",
+        "warn",
+    )
+    .await;
     let pid = p.child.id();
-    let client = ps::h1_client();
-    wait_ready(&client, &mut p, admin, "scrim").await;
     let before = rss_kib(pid).map_or(0, |r| r.0);
 
     let mut idle = Vec::with_capacity(IDLE);
