@@ -520,6 +520,25 @@ impl Runtime {
             self.ring.store(Some(Arc::new(ring)));
         }
         crate::telemetry::set_level(cfg.log.level.as_deref());
+        let old = self.config();
+        let bound = |c: &Config| {
+            let addrs: Vec<_> = c.listeners.iter().map(|l| l.addr).collect();
+            let admin = c.admin.as_ref().map(|a| a.listener.addr);
+            let l = &c.limits;
+            (
+                addrs,
+                admin,
+                l.max_connections,
+                l.header_timeout,
+                l.max_header_bytes,
+                l.drain_timeout,
+            )
+        };
+        if bound(&old) != bound(&cfg) {
+            tracing::warn!(
+                "listener addresses or connection limits changed: they apply after a restart"
+            );
+        }
         self.config.store(Arc::new(cfg));
         self.store(snap);
         Ok(())

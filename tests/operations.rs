@@ -970,3 +970,40 @@ async fn a_reload_revokes_and_adds_admin_tokens() {
     assert_eq!(keys(new_token).await, StatusCode::OK);
     ps::within("scrim to stop", WAIT, running.stop()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_says_when_a_change_needs_a_restart() {
+    let up = Upstream::start(ps::ok_responder()).await;
+    let Process {
+        mut p,
+        admin,
+        client,
+        config,
+        dir,
+        ..
+    } = start_process(
+        ps::tempdir(),
+        &up.url(),
+        &route(
+            "/",
+            &rules("audience", "analytics", "13 months", EMAIL_RULES),
+        ),
+        "",
+        "info",
+    )
+    .await;
+    let changed = config.replacen("[limits]\n", "[limits]\nmax_connections = 5\n", 1);
+    assert_ne!(changed, config);
+    std::fs::write(dir.path().join("scrim.toml"), changed).expect("new config");
+    signal(&p, "-HUP");
+    wait_metric(
+        &client,
+        &mut p,
+        admin,
+        "scrim_reloads_total{outcome=\"ok\"}",
+        1.0,
+    )
+    .await;
+    let log = p.stderr_text();
+    assert!(log.contains("apply after a restart"), "log:\n{log}");
+}
