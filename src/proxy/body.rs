@@ -256,7 +256,9 @@ impl Default for Progress {
 pub struct Idle<B> {
     inner: B,
     idle: Duration,
-    sleep: Pin<Box<Sleep>>,
+    /// Armed the first time the upstream makes us wait: a body that is
+    /// already there when read (most are) never touches the timer.
+    sleep: Option<Pin<Box<Sleep>>>,
 }
 
 impl<B> Idle<B> {
@@ -264,7 +266,7 @@ impl<B> Idle<B> {
         Self {
             inner,
             idle,
-            sleep: Box::pin(tokio::time::sleep(idle)),
+            sleep: None,
         }
     }
 }
@@ -284,14 +286,19 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Pending => {
-                if this.sleep.as_mut().poll(cx).is_ready() {
+                let idle = this.idle;
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if sleep.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Some(Err("the upstream stalled mid-response".into())));
                 }
                 Poll::Pending
             }
             Poll::Ready(f) => {
-                let deadline = Instant::now() + this.idle;
-                this.sleep.as_mut().reset(deadline);
+                if let Some(sleep) = this.sleep.as_mut() {
+                    sleep.as_mut().reset(Instant::now() + this.idle);
+                }
                 Poll::Ready(f.map(|r| r.map_err(Into::into)))
             }
         }
