@@ -129,9 +129,11 @@ pub fn text<'t>(
     }
     let mut out = String::new();
     let mut last = 0;
-    for caps in FINDER.captures_iter(cur.as_ref()) {
-        let m = caps.get(0).expect("group 0 always matches");
-        let email = caps.name("email").is_some();
+    // `find_iter` stays on the regex's DFA; which branch matched follows
+    // from the match itself (only an email holds an `@`), so no capture
+    // groups need resolving.
+    for m in FINDER.find_iter(cur.as_ref()) {
+        let email = m.as_str().contains('@');
         if !finding(m.as_str(), email) {
             continue;
         }

@@ -208,7 +208,7 @@ async fn proxy(
     };
     if path_stats.leaks_scrubbed > 0 {
         rt.privacy.add(&path_stats);
-        metrics.fields(&route.cfg.name, &path_stats);
+        route.metrics.record(&path_stats);
     }
     let mut path_and_query = format!("{}{}", upstream.base_path, rewritten);
     if !query.is_empty() {
@@ -290,9 +290,8 @@ async fn proxy(
                     failure.clone(),
                 )?
                 .with_stats(Box::new({
-                    let metrics = rt.metrics.clone();
-                    let name = route.cfg.name.clone();
-                    move |s| metrics.fields(&name, s)
+                    let metrics = route.metrics.clone();
+                    move |s| metrics.record(s)
                 }));
                 body::boxed(streaming)
             }
@@ -310,7 +309,7 @@ async fn proxy(
                     .transform_reporting(format, &decoded, &mut out, &mut unknown)
                     .map_err(|e| refused(rt, e))?;
                 rt.privacy.add(&stats);
-                metrics.fields(&route.cfg.name, &stats);
+                route.metrics.record(&stats);
                 if let Some(candidate) = &route.shadow_engine {
                     // The candidate's output is compared, never forwarded.
                     let mut shadow = Vec::with_capacity(out.len());

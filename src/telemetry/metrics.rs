@@ -196,12 +196,25 @@ impl Metrics {
         let route = RouteLabel {
             route: name.clone(),
         };
+        let reason = |r: Dropped| {
+            self.dropped
+                .get_or_create_owned(&ReasonLabel { reason: r.label() })
+        };
         RouteMetrics {
             name: name.clone(),
             bytes_in: self.bytes_in.get_or_create_owned(&route),
             bytes_out: self.bytes_out.get_or_create_owned(&route),
             upstream: self.upstream.get_or_create_owned(&route),
             added: self.added.get_or_create_owned(&route),
+            fields: ACTIONS.map(|action| {
+                self.fields.get_or_create_owned(&RouteAction {
+                    route: name.clone(),
+                    action,
+                })
+            }),
+            no_consent: reason(Dropped::NoConsent),
+            objection: reason(Dropped::Objection),
+            leaks_scrubbed: self.leaks_scrubbed.clone(),
         }
     }
 
@@ -212,33 +225,6 @@ impl Metrics {
                 status,
             })
             .inc();
-    }
-
-    pub fn fields(&self, route: &Arc<String>, s: &Stats) {
-        for (action, n) in [
-            ("kept", s.kept),
-            ("dropped", s.dropped),
-            ("pseudonymised", s.pseudonymised),
-            ("generalised", s.generalised),
-            ("scrubbed", s.scrubbed),
-            ("replaced", s.replaced),
-            ("decoded", s.decoded),
-            ("encrypted", s.encrypted),
-        ] {
-            if n > 0 {
-                self.fields
-                    .get_or_create(&RouteAction {
-                        route: route.clone(),
-                        action,
-                    })
-                    .inc_by(n);
-            }
-        }
-        self.dropped(Dropped::NoConsent, s.withheld_consent);
-        self.dropped(Dropped::Objection, s.withheld_objection);
-        if s.leaks_scrubbed > 0 {
-            self.leaks_scrubbed.inc_by(s.leaks_scrubbed);
-        }
     }
 
     pub fn dropped(&self, reason: Dropped, n: u64) {
@@ -269,6 +255,19 @@ impl Metrics {
     }
 }
 
+/// The `action` label of `scrim_fields_total`, in [`RouteMetrics::fields`]
+/// order.
+const ACTIONS: [&str; 8] = [
+    "kept",
+    "dropped",
+    "pseudonymised",
+    "generalised",
+    "scrubbed",
+    "replaced",
+    "decoded",
+    "encrypted",
+];
+
 /// One route's pre-resolved metric handles.
 #[derive(Clone, Debug)]
 pub struct RouteMetrics {
@@ -277,9 +276,43 @@ pub struct RouteMetrics {
     pub bytes_out: Counter,
     upstream: Histogram,
     added: Histogram,
+    /// Per [`ACTIONS`] entry.
+    fields: [Counter; 8],
+    no_consent: Counter,
+    objection: Counter,
+    leaks_scrubbed: Counter,
 }
 
 impl RouteMetrics {
+    /// What the rules did to one body: values by action, events withheld,
+    /// leaks scrubbed. Only counters the stats move are touched.
+    pub fn record(&self, s: &Stats) {
+        let by_action = [
+            s.kept,
+            s.dropped,
+            s.pseudonymised,
+            s.generalised,
+            s.scrubbed,
+            s.replaced,
+            s.decoded,
+            s.encrypted,
+        ];
+        for (counter, n) in self.fields.iter().zip(by_action) {
+            if n > 0 {
+                counter.inc_by(n);
+            }
+        }
+        for (counter, n) in [
+            (&self.no_consent, s.withheld_consent),
+            (&self.objection, s.withheld_objection),
+            (&self.leaks_scrubbed, s.leaks_scrubbed),
+        ] {
+            if n > 0 {
+                counter.inc_by(n);
+            }
+        }
+    }
+
     /// A forwarded request: the upstream's share and scrim's own.
     pub fn timing(&self, total: Duration, upstream: Duration) {
         self.upstream.observe(upstream.as_secs_f64());
