@@ -44,7 +44,7 @@ impl Snapshot {
     pub fn build(
         cfg: &Config,
         keys: &dyn KeySource,
-        objections: Option<Arc<Objections>>,
+        objections: &Arc<Objections>,
         metrics: &crate::telemetry::metrics::Metrics,
         unknown: &crate::engine::unknown::UnknownRegistry,
     ) -> Result<Self, SnapshotError> {
@@ -65,7 +65,7 @@ impl Snapshot {
                 Engine::new(r.rules.clone(), keys, cfg.limits.engine.clone())?
                     .with_previous(previous.as_deref())
                     .with_guard(r.leak_guard)
-                    .with_objections(objections.clone()),
+                    .with_objections(Some(objections.clone())),
             );
             let response_engine = match &r.response_rules {
                 Some(rules) => Some(Arc::new(
@@ -86,7 +86,7 @@ impl Snapshot {
                     Some(rules) => Some(Arc::new(
                         Engine::new(rules.clone(), keys, cfg.limits.engine.clone())?
                             .with_guard(r.leak_guard)
-                            .with_objections(objections.clone()),
+                            .with_objections(Some(objections.clone())),
                     )),
                     None => None,
                 },
@@ -209,8 +209,6 @@ pub struct Runtime {
     objections_stamp: std::sync::Mutex<Option<(std::time::SystemTime, u64)>>,
     /// Unknown-field counts per route, kept across rotations and reloads.
     unknown: crate::engine::unknown::UnknownRegistry,
-    /// What consent, objections and the leak guard did, since start.
-    pub privacy: Arc<crate::privacy::Counters>,
     /// Shadow-mode differences per route, since start.
     pub shadow: crate::privacy::shadow::ShadowReport,
     pub metrics: Arc<crate::telemetry::metrics::Metrics>,
@@ -236,12 +234,11 @@ impl Runtime {
         let (ring, snapshot) = match &keys {
             Keys::Dev(dev) => (
                 None,
-                Snapshot::build(&config, dev, Some(objections.clone()), &metrics, &unknown)?,
+                Snapshot::build(&config, dev, &objections, &metrics, &unknown)?,
             ),
             Keys::Ring { path, kek } => {
                 let ring = crate::keyring::ring::KeyRing::load(path, kek)?;
-                let snap =
-                    Snapshot::build(&config, &ring, Some(objections.clone()), &metrics, &unknown)?;
+                let snap = Snapshot::build(&config, &ring, &objections, &metrics, &unknown)?;
                 (Some(Arc::new(ring)), snap)
             }
         };
@@ -254,7 +251,6 @@ impl Runtime {
             unknown,
             objections: arc_swap::ArcSwap::new(objections),
             objections_stamp: std::sync::Mutex::new(None),
-            privacy: Arc::default(),
             shadow: Default::default(),
             metrics,
             certs: Default::default(),
@@ -321,22 +317,19 @@ impl Runtime {
     /// A new snapshot from the current config, keys and register.
     fn rebuild(&self) -> Result<(), RuntimeError> {
         let cfg = self.config();
-        let objections = Some(self.objections());
         let snap = match (&self.keys, self.ring()) {
-            (_, Some(ring)) => Snapshot::build(
-                &cfg,
-                ring.as_ref(),
-                objections,
-                &self.metrics,
-                &self.unknown,
-            )?,
-            (Keys::Dev(dev), None) => {
-                Snapshot::build(&cfg, dev, objections, &self.metrics, &self.unknown)?
-            }
+            (_, Some(ring)) => self.build(&cfg, ring.as_ref())?,
+            (Keys::Dev(dev), None) => self.build(&cfg, dev)?,
             (Keys::Ring { .. }, None) => return Err(RuntimeError::NoRing),
         };
         self.store(snap);
         Ok(())
+    }
+
+    /// A snapshot of `cfg` under `keys`, with the current objection
+    /// register and this runtime's metrics and unknown-field tallies.
+    fn build(&self, cfg: &Config, keys: &dyn KeySource) -> Result<Snapshot, SnapshotError> {
+        Snapshot::build(cfg, keys, &self.objections(), &self.metrics, &self.unknown)
     }
 
     fn changing(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -420,13 +413,7 @@ impl Runtime {
     }
 
     fn install(&self, ring: crate::keyring::ring::KeyRing) -> Result<(), RuntimeError> {
-        let snap = Snapshot::build(
-            &self.config(),
-            &ring,
-            Some(self.objections()),
-            &self.metrics,
-            &self.unknown,
-        )?;
+        let snap = self.build(&self.config(), &ring)?;
         self.ring.store(Some(Arc::new(ring)));
         self.store(snap);
         Ok(())
@@ -490,25 +477,10 @@ impl Runtime {
             .map(|c| c.read())
             .collect::<Result<Vec<_>, _>>()?;
         let (ring, snap) = match &self.keys {
-            Keys::Dev(dev) => (
-                None,
-                Snapshot::build(
-                    &cfg,
-                    dev,
-                    Some(self.objections()),
-                    &self.metrics,
-                    &self.unknown,
-                )?,
-            ),
+            Keys::Dev(dev) => (None, self.build(&cfg, dev)?),
             Keys::Ring { path, kek } => {
                 let ring = crate::keyring::ring::KeyRing::load(path, kek)?;
-                let snap = Snapshot::build(
-                    &cfg,
-                    &ring,
-                    Some(self.objections()),
-                    &self.metrics,
-                    &self.unknown,
-                )?;
+                let snap = self.build(&cfg, &ring)?;
                 (Some(ring), snap)
             }
         };

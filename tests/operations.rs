@@ -226,6 +226,23 @@ async fn metrics_move_as_the_traffic_says() {
         &["example.org", "Zoë", "olga.petrova", "broken"],
     );
 
+    // The admin API's privacy counts read the same counters.
+    let r = admin_call(
+        &client,
+        admin,
+        Method::GET,
+        "/privacy",
+        Some(&bearer(OPERATOR_TOKEN)),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let v: Value = serde_json::from_slice(&r.body).expect("JSON");
+    assert_eq!(v["withheld_consent"], 1, "{v}");
+    assert_eq!(v["withheld_objection"], 0, "{v}");
+    assert_eq!(v["leaks_refused"], 1, "{v}");
+    assert_eq!(v["leaks_scrubbed"], 0, "{v}");
+
     // A rotation moves the key version; reloads count by outcome.
     assert_eq!(crate::keyring::rotate_via_admin(&client, admin).await, 2);
     let reload = |token| {

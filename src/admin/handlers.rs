@@ -360,7 +360,7 @@ fn privacy_stats(admin: &Admin, caller: &Caller) -> Response<BoxBody> {
     admin
         .audit
         .record(Some(caller), "privacy.stats", None, "ok");
-    let mut v = admin.runtime.privacy.to_json();
+    let mut v = admin.runtime.metrics.privacy_json();
     v["objection_subjects"] = serde_json::json!(admin.runtime.objections().len());
     json(StatusCode::OK, &v)
 }

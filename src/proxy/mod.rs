@@ -167,17 +167,13 @@ async fn proxy(
         .ok_or(ProxyError::NoRoute)?;
     let engine = &route.engine;
     seen.route = Some(route.metrics.clone());
-    let metrics = &rt.metrics;
 
     // --- phase 1b: consent ------------------------------------------------
     // A consent purpose without consent (or with `Sec-GPC: 1`) forwards
     // nothing, and still answers success so that SDKs do not retry.
     if let Some(consent) = &engine.rules().consent {
         if consent.decide(req.headers()) == Decision::Refused {
-            rt.privacy
-                .withheld_consent
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            metrics.dropped(Dropped::NoConsent, 1);
+            rt.metrics.dropped(Dropped::NoConsent, 1);
             debug!(route = %route.cfg.name, "withheld: no consent");
             return Ok(withheld());
         }
@@ -195,7 +191,7 @@ async fn proxy(
         } else {
             engine
                 .query_reporting(q, &mut query, &mut unknown)
-                .map_err(|e| refused(rt, e))?;
+                .map_err(refused)?;
         }
     }
     let upstream = &route.cfg.upstream;
@@ -204,10 +200,9 @@ async fn proxy(
     let rewritten = if pass_through {
         std::borrow::Cow::Borrowed(rewritten.as_str())
     } else {
-        route::guard_path(&rewritten, engine, &mut path_stats).map_err(|e| refused(rt, e))?
+        route::guard_path(&rewritten, engine, &mut path_stats).map_err(refused)?
     };
     if path_stats.leaks_scrubbed > 0 {
-        rt.privacy.add(&path_stats);
         route.metrics.record(&path_stats);
     }
     let mut path_and_query = format!("{}{}", upstream.base_path, rewritten);
@@ -307,8 +302,7 @@ async fn proxy(
                 let mut out = Vec::with_capacity(decoded.len());
                 let stats = engine
                     .transform_reporting(format, &decoded, &mut out, &mut unknown)
-                    .map_err(|e| refused(rt, e))?;
-                rt.privacy.add(&stats);
+                    .map_err(refused)?;
                 route.metrics.record(&stats);
                 if let Some(candidate) = &route.shadow_engine {
                     // The candidate's output is compared, never forwarded.
@@ -481,14 +475,9 @@ fn withheld() -> Response<BoxBody> {
 
 /// An engine error as the client sees it: the leak guard's refusal is 422,
 /// everything else a malformed body.
-fn refused(rt: &Runtime, e: crate::engine::EngineError) -> ProxyError {
+fn refused(e: crate::engine::EngineError) -> ProxyError {
     match e.reason {
-        crate::engine::Reason::Leak { path } => {
-            rt.privacy
-                .leaks_refused
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            ProxyError::Leak { path }
-        }
+        crate::engine::Reason::Leak { path } => ProxyError::Leak { path },
         _ => ProxyError::Malformed(e),
     }
 }

@@ -237,6 +237,27 @@ impl Metrics {
         }
     }
 
+    /// Events not forwarded for `reason`, since start.
+    pub fn dropped_count(&self, reason: Dropped) -> u64 {
+        self.dropped
+            .get(&ReasonLabel {
+                reason: reason.label(),
+            })
+            .map_or(0, |c| c.get())
+    }
+
+    /// What consent, objections and the leak guard did since start, for
+    /// the admin API's `GET /privacy`: read from the same counters as
+    /// `/metrics`, so the two never disagree.
+    pub fn privacy_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "withheld_consent": self.dropped_count(Dropped::NoConsent),
+            "withheld_objection": self.dropped_count(Dropped::Objection),
+            "leaks_scrubbed": self.leaks_scrubbed.get(),
+            "leaks_refused": self.dropped_count(Dropped::LeakGuard),
+        })
+    }
+
     pub fn reload(&self, ok: bool) {
         let outcome = if ok { "ok" } else { "refused" };
         self.reloads.get_or_create(&OutcomeLabel { outcome }).inc();
