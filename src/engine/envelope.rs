@@ -61,14 +61,10 @@ pub const OPAQUE_TYPES: &[&str] = &[
 ];
 
 impl Engine {
-    /// Transforms one Sentry envelope, appending to `out`. On error `out`
-    /// may hold a partial result and must be discarded.
-    pub fn envelope(&self, input: &[u8], out: &mut Vec<u8>) -> Result<Stats, EngineError> {
-        self.envelope_with(input, out, None)
-    }
-
-    /// [`envelope`](Self::envelope) with an optional unknown-field collector
-    /// (paths start with the item type, as the selectors do).
+    /// Transforms one Sentry envelope, appending to `out`, with an optional
+    /// unknown-field collector (paths start with the item type, as the
+    /// selectors do). On error `out` may hold a partial result and must be
+    /// discarded.
     pub(crate) fn envelope_with(
         &self,
         input: &[u8],
@@ -91,10 +87,6 @@ impl Engine {
 
     /// Transforms one Sentry event as the store endpoint takes it (a JSON
     /// object), by the same selectors as an envelope's [`EVENT`] item.
-    pub fn sentry_event(&self, input: &[u8], out: &mut Vec<u8>) -> Result<Stats, EngineError> {
-        self.sentry_event_with(input, out, None)
-    }
-
     pub(crate) fn sentry_event_with(
         &self,
         input: &[u8],

@@ -412,8 +412,8 @@ impl Automaton {
     }
 }
 
-/// FNV-1a, for the few keys of `start_by_key`. Input keys only probe the
-/// map (nothing attacker-chosen is inserted), so a fast unkeyed hash is safe.
+/// FNV-1a, for small maps: the few keys of `start_by_key` (input keys only
+/// probe it) and the capped unknown-field counts.
 pub(crate) struct Fnv1a(u64);
 
 impl Default for Fnv1a {

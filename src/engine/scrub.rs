@@ -22,12 +22,23 @@ use super::plan::UrlSpec;
 use super::spec::{IpMode, Kind};
 use crate::pseudo::{normalize, Pseudonymiser};
 
+/// The email, IPv6 and IPv4 alternatives, shared with the leak guard
+/// (`privacy::guard`), which looks for the same shapes.
+macro_rules! address_patterns {
+    () => {
+        concat!(
+            r"(?P<email>[\p{L}\p{N}._%+\-]+@[\p{L}\p{N}\-]+(?:\.[\p{L}\p{N}\-]+)*\.\p{L}{2,})",
+            r"|(?P<ip6>[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]*[0-9A-Fa-f:])",
+            r"|(?P<ip4>(?-u:\b)\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?-u:\b))",
+        )
+    };
+}
+pub(crate) use address_patterns;
+
 static DETECTOR: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(concat!(
-        r"(?P<url>(?-u:\b)https?://[^\s<>\x22'`]+)",
-        r"|(?P<email>[\p{L}\p{N}._%+\-]+@[\p{L}\p{N}\-]+(?:\.[\p{L}\p{N}\-]+)*\.\p{L}{2,})",
-        r"|(?P<ip6>[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]*[0-9A-Fa-f:])",
-        r"|(?P<ip4>(?-u:\b)\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?-u:\b))",
+        r"(?P<url>(?-u:\b)https?://[^\s<>\x22'`]+)|",
+        address_patterns!(),
         r"|(?P<phone>(?:\+|(?-u:\b))\(?\d[\d \t().\-]{6,}\d(?-u:\b))",
     ))
     .expect("the detector pattern is valid")
@@ -108,22 +119,17 @@ pub(crate) fn personal_kind(text: &str) -> Option<&'static str> {
     if !may_hold_personal(text) {
         return None;
     }
-    for caps in DETECTOR.captures_iter(text) {
-        let s = caps.get(0).expect("group 0 always matches").as_str();
-        if caps.name("url").is_some() {
-            return Some("url");
-        } else if caps.name("email").is_some() {
-            return Some("email");
-        } else if caps.name("ip6").is_some() {
-            if ip6_prefix(s).is_some() {
-                return Some("ip");
-            }
-        } else if caps.name("ip4").is_some() {
-            if s.parse::<IpAddr>().is_ok() {
-                return Some("ip");
-            }
-        } else if phone(s).is_some() {
-            return Some("phone");
+    for m in DETECTOR.find_iter(text) {
+        let s = m.as_str();
+        let kind = match Detected::of(s) {
+            Detected::Url => Some("url"),
+            Detected::Email => Some("email"),
+            Detected::Ip6 => ip6_prefix(s).map(|_| "ip"),
+            Detected::Ip4 => s.parse::<IpAddr>().ok().map(|_| "ip"),
+            Detected::Phone => phone(s).map(|_| "phone"),
+        };
+        if kind.is_some() {
+            return kind;
         }
     }
     None

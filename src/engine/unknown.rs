@@ -242,29 +242,9 @@ fn push_key(out: &mut String, key: &str) {
     out.push_str(&shown_key(key));
 }
 
-type Fnv = std::hash::BuildHasherDefault<FnvHasher>;
-
-/// FNV-1a, 64 bits.
-#[derive(Debug)]
-pub(crate) struct FnvHasher(u64);
-
-impl Default for FnvHasher {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl std::hash::Hasher for FnvHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
+/// Names are probed and inserted at most [`MAX_PATHS`] times per tally, so
+/// the unkeyed hash cannot be flooded.
+type Fnv = std::hash::BuildHasherDefault<super::plan::Fnv1a>;
 
 const _: () = assert!(
     Target::Cookie as usize == 3,

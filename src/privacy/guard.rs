@@ -38,12 +38,7 @@ pub struct Leak {
 }
 
 static FINDER: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(concat!(
-        r"(?P<email>[\p{L}\p{N}._%+\-]+@[\p{L}\p{N}\-]+(?:\.[\p{L}\p{N}\-]+)*\.\p{L}{2,})",
-        r"|(?P<ip6>[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]*[0-9A-Fa-f:])",
-        r"|(?P<ip4>(?-u:\b)\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?-u:\b))",
-    ))
-    .expect("the leak pattern is valid")
+    Regex::new(crate::engine::scrub::address_patterns!()).expect("the leak pattern is valid")
 });
 
 static TOKEN: LazyLock<Regex> =
