@@ -464,8 +464,12 @@ fn load(
                     let status = match res {
                         Ok(Ok(r)) => {
                             let status = r.status().as_u16();
-                            let _ = http_body_util::BodyExt::collect(r.into_body()).await;
-                            Ok(status)
+                            // An answer whose body is cut is a failure,
+                            // not a success.
+                            match http_body_util::BodyExt::collect(r.into_body()).await {
+                                Ok(_) => Ok(status),
+                                Err(e) => Err(format!("body cut after {status}: {e}")),
+                            }
                         }
                         Ok(Err(e)) => Err(e.to_string()),
                         Err(_) => Err("timed out".into()),
@@ -721,13 +725,15 @@ async fn sigterm_under_load_completes_every_accepted_request_then_exits_zero() {
     let log = Arc::new(Mutex::new(Vec::new()));
     let workers = load(&client, proxy, 2, &phase, &stop, &log);
 
-    signal(&p, "-TERM");
+    // The clock starts before the signal: scrim's deadline starts on delivery.
     let signalled = Instant::now();
+    signal(&p, "-TERM");
     // While draining, readiness is false and the admin listener answers.
     let mut saw_unready = false;
-    while signalled.elapsed() < Duration::from_millis(400) {
+    // Requests are held 600 ms, so the drain lasts at least that long.
+    while signalled.elapsed() < Duration::from_millis(1500) {
         let r = tokio::time::timeout(
-            Duration::from_millis(200),
+            Duration::from_millis(500),
             client.request(
                 Request::get(format!("http://{admin}/readyz"))
                     .body(ps::empty())
@@ -771,6 +777,10 @@ async fn sigterm_under_load_completes_every_accepted_request_then_exits_zero() {
     for (n, _, s) in &sent {
         if let Err(e) = s {
             assert!(!e.contains("timed out"), "request {n} hung: {e}");
+            assert!(
+                !e.contains("body cut"),
+                "request {n} answered, then cut: {e}"
+            );
         }
     }
     // Nothing is listening any more.
@@ -820,8 +830,9 @@ async fn shutdown_gives_up_on_a_hung_request_at_the_drain_deadline() {
         }
     })
     .await;
-    signal(&p, "-TERM");
+    // The clock starts before the signal: scrim's deadline starts on delivery.
     let signalled = Instant::now();
+    signal(&p, "-TERM");
     let status = ps::within("scrim to exit", WAIT, async {
         loop {
             if let Some(s) = p.child.try_wait().expect("try_wait") {

@@ -372,6 +372,8 @@ async fn shadow_rules_report_differences_and_forward_nothing_of_their_own() {
         let r = send(&h1_client(), post(&url, "application/json", full(body))).await;
         assert_eq!(r.status, StatusCode::OK);
     }
+    // The enforced output reached the upstream, once per request.
+    assert_eq!(up.requests().len(), 2);
     for rec in up.requests() {
         let v: Value = serde_json::from_slice(&rec.body).unwrap();
         assert!(

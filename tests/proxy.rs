@@ -1662,6 +1662,28 @@ async fn pass_through_route_forwards_unchanged_and_only_where_declared() {
         Some(up.addr.to_string().as_str()),
         "the upstream's host, not the client's"
     );
+    // Beside it, a route with rules still rewrites.
+    let r = send(
+        &h1_client(),
+        post(
+            &proxy.url("/collect/e"),
+            "application/json",
+            full(event_json()),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(
+        as_json(&reqs[1].body),
+        as_json(&transform(
+            &audience_engine(),
+            Format::Json,
+            event_json().as_bytes()
+        )),
+        "the /collect/ route still applies its rules"
+    );
     proxy.stop().await;
 
     // Pass-through takes no rules, and a route without either is refused.

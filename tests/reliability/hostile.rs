@@ -2450,13 +2450,27 @@ async fn h2_streams_without_end() {
                 "{} of 200 settled",
                 got.settled().len()
             );
-            let streamed: Vec<_> = b.up.requests()[since..]
-                .iter()
-                .filter(|r| r.path_and_query == "/v1/stream")
-                .cloned()
-                .collect();
+            // The upstream learns of each cut a moment after the client.
+            let streams = || -> Vec<_> {
+                b.up.requests()[since..]
+                    .iter()
+                    .filter(|r| r.path_and_query == "/v1/stream")
+                    .cloned()
+                    .collect()
+            };
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while streams().iter().any(|r| !r.aborted && !r.complete)
+                && std::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let streamed = streams();
+            // The streams were opened upstream (NDJSON streams through) and
+            // cut there, never completed.
+            assert!(!streamed.is_empty(), "no stream reached the upstream");
             for r in &streamed {
                 assert!(!r.complete, "a stream that never ended completed upstream");
+                assert!(r.aborted, "a stream was left open upstream");
                 assert!(
                     r.body.is_empty(),
                     "a partial line left: {:?}",
