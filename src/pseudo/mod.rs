@@ -14,7 +14,7 @@
 //! it derives all keys; using it allocates only the output string.
 
 pub mod aead;
-mod hmac;
+pub(crate) mod hmac;
 pub mod normalize;
 pub mod token;
 mod url;
