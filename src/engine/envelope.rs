@@ -239,7 +239,7 @@ fn item(
         write_json_str(&mut cx.out, ct);
     }
     if let Some(name) = &head.filename {
-        let shown = cx.scrub_key(name).into_owned();
+        let shown = cx.scrub_key(name);
         cx.out.extend_from_slice(b",\"filename\":");
         write_json_str(&mut cx.out, &shown);
     }

@@ -52,7 +52,7 @@ pub(crate) fn walk(cx: &mut Ctx<'_>, input: &[u8], out: &mut String) -> Result<(
         } else {
             match cx.scalar(rule, keep, states, Scalar::Str(&value)) {
                 Ok(Some(Produced::Text(t))) => {
-                    let shown = cx.scrub_key(&key).into_owned();
+                    let shown = cx.scrub_key(&key);
                     let mut found = 0;
                     let none = Vec::new();
                     let t = crate::privacy::guard::text(
@@ -66,11 +66,10 @@ pub(crate) fn walk(cx: &mut Ctx<'_>, input: &[u8], out: &mut String) -> Result<(
                         EngineError::at(
                             at,
                             Reason::Leak {
-                                path: shown.clone(),
+                                path: shown.to_string(),
                             },
                         )
-                    })?
-                    .into_owned();
+                    })?;
                     cx.stats.leaks_scrubbed += u64::from(found);
                     ser.append_pair(&shown, &t);
                     if let Some(prev) = cx.bridge.take() {
