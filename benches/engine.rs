@@ -131,6 +131,7 @@ use scrim::engine::plan::{EmailSpec, UrlSpec};
 use scrim::engine::spec::IpMode;
 use scrim::engine::{compile_str, Engine, Format, Limits};
 use scrim::keyring::{DevKeySource, KeyMaterial};
+use scrim::privacy::guard::LeakMode;
 use scrim::pseudo::Pseudonymiser;
 
 const AUDIENCE_ANALYTICS: &str = include_str!("../rules/audience-analytics.toml");
@@ -629,6 +630,9 @@ fn webinar_batch(c: &mut Criterion) {
     let bench = engine(BENCH_RULES, "bench-rules.toml");
     let shipped = engine(AUDIENCE_ANALYTICS, "audience-analytics.toml");
     let walk_only = engine(walk_only_rules(), "walk-only.toml");
+    // What the proxy runs by default: the same rules with the leak guard
+    // scrubbing what the rules left.
+    let guarded = engine(BENCH_RULES, "bench-rules.toml").with_guard(LeakMode::Scrub);
 
     // The workload is what it claims to be: five pseudonyms and one scrubbed
     // message (an email and a phone number) per event.
@@ -663,20 +667,25 @@ fn webinar_batch(c: &mut Criterion) {
         };
         let best = best_of(
             rounds,
-            &mut [&mut || run(&bench), &mut || roundtrip(), &mut || {
-                run(&walk_only)
-            }],
+            &mut [
+                &mut || run(&bench),
+                &mut || roundtrip(),
+                &mut || run(&walk_only),
+                &mut || run(&guarded),
+            ],
         );
         let per = |ns: f64| ns / BATCH as f64 / 1000.0;
         eprintln!(
             "webinar_batch, best of {rounds} interleaved rounds: engine {:.2} µs/event, \
-             round trip {:.2}, walk only {:.2}; engine/round-trip throughput {:.2}, \
-             walk-only/round-trip {:.2}",
+             round trip {:.2}, walk only {:.2}, engine+guard {:.2}; throughput against the \
+             round trip: engine {:.2}, walk only {:.2}, engine+guard {:.2}",
             per(best[0]),
             per(best[1]),
             per(best[2]),
+            per(best[3]),
             best[1] / best[0],
             best[1] / best[2],
+            best[1] / best[3],
         );
     }
 
@@ -697,6 +706,16 @@ fn webinar_batch(c: &mut Criterion) {
             for e in &events {
                 let v: serde_json::Value = serde_json::from_slice(black_box(e)).unwrap();
                 black_box(serde_json::to_vec(&v).unwrap());
+            }
+        })
+    });
+    g.bench_function(BenchmarkId::new("scrim_engine_guard", BATCH), |b| {
+        let mut out = Vec::with_capacity(4096);
+        b.iter(|| {
+            for e in &events {
+                out.clear();
+                guarded.json(black_box(e), &mut out).unwrap();
+                black_box(&out);
             }
         })
     });
