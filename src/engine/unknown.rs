@@ -135,6 +135,14 @@ impl UnknownFields {
     fn add(&mut self, target: Target, name: &str) {
         let counts = &mut self.counts[target as usize];
         if let Some(c) = counts.get_mut(name) {
+            // A zero is a name kept from before a `clear`.
+            if *c == 0 {
+                if self.distinct >= MAX_PATHS {
+                    self.overflow = self.overflow.saturating_add(1);
+                    return;
+                }
+                self.distinct += 1;
+            }
             *c = c.saturating_add(1);
         } else if self.distinct < MAX_PATHS {
             counts.insert(name.to_owned(), 1);
@@ -160,6 +168,7 @@ impl UnknownFields {
             .flat_map(|t| {
                 self.counts[t as usize]
                     .iter()
+                    .filter(|(_, c)| **c > 0)
                     .map(move |(n, c)| (t, n.as_str(), *c))
             })
             .collect();
@@ -167,15 +176,75 @@ impl UnknownFields {
         v
     }
 
-    /// Forgets what was recorded (keeps the buffers for reuse).
+    /// Forgets what was recorded. The names stay, counted zero, so the
+    /// next request that drops the same fields (the usual case: a platform
+    /// sends the same shape every time) allocates nothing; past
+    /// [`MAX_PATHS`] kept names they go too.
     pub fn clear(&mut self) {
         self.buf.clear();
         self.segs.clear();
+        let kept: usize = self.counts.iter().map(HashMap::len).sum();
         for c in &mut self.counts {
-            c.clear();
+            if kept > MAX_PATHS {
+                c.clear();
+            } else {
+                c.values_mut().for_each(|n| *n = 0);
+            }
         }
         self.distinct = 0;
         self.overflow = 0;
+    }
+
+    /// A cleared collector from this thread's pool, given back (cleared)
+    /// when dropped: one per request would otherwise allocate its maps and
+    /// every name again.
+    pub fn lend() -> Lent {
+        let u = POOL
+            .with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.pop()))
+            .unwrap_or_default();
+        Lent(Some(u))
+    }
+}
+
+/// Collectors kept per thread for [`UnknownFields::lend`].
+const POOL_SIZE: usize = 16;
+
+thread_local! {
+    static POOL: std::cell::RefCell<Vec<UnknownFields>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An [`UnknownFields`] lent by [`UnknownFields::lend`].
+#[derive(Debug)]
+pub struct Lent(Option<UnknownFields>);
+
+impl std::ops::Deref for Lent {
+    type Target = UnknownFields;
+    fn deref(&self) -> &UnknownFields {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Lent {
+    fn deref_mut(&mut self) -> &mut UnknownFields {
+        self.0.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        let Some(mut u) = self.0.take() else {
+            return;
+        };
+        u.clear();
+        // `try_with`: a thread being torn down has no pool any more.
+        let _ = POOL.try_with(|p| {
+            if let Ok(mut p) = p.try_borrow_mut() {
+                if p.len() < POOL_SIZE {
+                    p.push(u);
+                }
+            }
+        });
     }
 }
 
@@ -286,7 +355,7 @@ impl UnknownTally {
         } = &mut *t;
         // In any order: no sort, no allocation for names seen before.
         for target in ALL_TARGETS {
-            for (name, &n) in &u.counts[target as usize] {
+            for (name, &n) in u.counts[target as usize].iter().filter(|(_, n)| **n > 0) {
                 add_capped(counts, distinct, overflow, MAX_PATHS, (target, name), n);
             }
         }
@@ -393,5 +462,40 @@ mod tests {
         assert_eq!(fields.len(), MAX_PATHS);
         assert_eq!(overflow, 20);
         assert!(fields.contains(&(Target::Query, "p0".into(), 4)));
+    }
+
+    #[test]
+    fn a_cleared_or_lent_collector_counts_afresh() {
+        let mut u = UnknownFields::new();
+        u.record(Target::Query, "a");
+        u.record(Target::Header, "b");
+        u.clear();
+        assert!(u.is_empty());
+        assert!(u.fields().is_empty());
+        u.record(Target::Header, "b");
+        u.record(Target::Header, "c");
+        assert_eq!(
+            u.fields(),
+            vec![(Target::Header, "b", 1), (Target::Header, "c", 1)]
+        );
+        // The names kept at zero are neither merged nor counted as distinct.
+        let t = UnknownTally::new();
+        t.merge(&u);
+        assert_eq!(t.report().0.len(), 2);
+        for i in 0..MAX_PATHS + 5 {
+            u.record(Target::Query, &format!("p{i}"));
+        }
+        assert_eq!(u.fields().len(), MAX_PATHS);
+        assert_eq!(u.overflow(), 7);
+        // Past the cap the kept names go, so the maps stay bounded.
+        u.clear();
+        assert_eq!(u.counts.iter().map(HashMap::len).sum::<usize>(), 0);
+        drop(u);
+
+        let mut lent = UnknownFields::lend();
+        lent.record(Target::Cookie, "x");
+        drop(lent);
+        let again = UnknownFields::lend();
+        assert!(again.is_empty() && again.fields().is_empty());
     }
 }

@@ -55,6 +55,27 @@ fn usable(raw: &str) -> bool {
             .any(|c| c.is_control() || matches!(c, '"' | '\\' | '{' | '}' | '[' | ']' | ':' | ','))
 }
 
+/// Lower case for a case-insensitive substring test. ASCII text, the
+/// common case, is lower-cased byte by byte (and not copied when there is
+/// nothing to lower); other text goes through Unicode's full mapping.
+fn lower(s: &str) -> Cow<'_, [u8]> {
+    if !s.is_ascii() {
+        return Cow::Owned(s.to_lowercase().into_bytes());
+    }
+    if !s.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Cow::Borrowed(s.as_bytes());
+    }
+    Cow::Owned(s.to_ascii_lowercase().into_bytes())
+}
+
+/// Does `t` hold one of the usable raw identifiers, in any case?
+fn holds_any(t: &str, seen: &Seen) -> bool {
+    let hay = lower(t);
+    seen.iter()
+        .filter(|(raw, _)| usable(raw))
+        .any(|(raw, _)| memchr::memmem::find(&hay, &lower(raw)).is_some())
+}
+
 /// Is this match a real finding (not a pseudonym or a generalised value)?
 fn finding(m: &str, email: bool) -> bool {
     if email {
@@ -95,23 +116,20 @@ pub fn text<'t>(
     }
     let mut cur: Cow<'t, str> = Cow::Borrowed(t);
     // The request's own identifiers first: they may contain an email. A
-    // lower-cased substring test finds them cheaply; the automaton that
-    // replaces them is built only when one is there.
-    let own: Vec<&(String, String)> = seen.iter().filter(|(raw, _)| usable(raw)).collect();
-    if !own.is_empty() {
-        let hay = t.to_lowercase();
-        if own.iter().any(|(raw, _)| hay.contains(&raw.to_lowercase())) {
-            if mode == LeakMode::Refuse {
-                return Err(Finding);
-            }
-            let ac = AhoCorasick::builder()
-                .ascii_case_insensitive(true)
-                .build(own.iter().map(|(raw, _)| raw.as_str()))
-                .expect("literal patterns build");
-            let tokens: Vec<&str> = own.iter().map(|(_, tok)| tok.as_str()).collect();
-            *found += ac.find_iter(cur.as_ref()).count() as u32;
-            cur = Cow::Owned(ac.replace_all(cur.as_ref(), &tokens));
+    // substring test on lower-cased text finds them cheaply; the automaton
+    // that replaces them is built only when one is there.
+    if seen.iter().any(|(raw, _)| usable(raw)) && holds_any(t, seen) {
+        if mode == LeakMode::Refuse {
+            return Err(Finding);
         }
+        let own: Vec<&(String, String)> = seen.iter().filter(|(raw, _)| usable(raw)).collect();
+        let ac = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(own.iter().map(|(raw, _)| raw.as_str()))
+            .expect("literal patterns build");
+        let tokens: Vec<&str> = own.iter().map(|(_, tok)| tok.as_str()).collect();
+        *found += ac.find_iter(cur.as_ref()).count() as u32;
+        cur = Cow::Owned(ac.replace_all(cur.as_ref(), &tokens));
     }
     // Emails need an `@`; IPs need a digit beside a `.` or a `:`.
     let bytes = cur.as_bytes();

@@ -181,8 +181,9 @@ async fn proxy(
 
     // --- phase 2: query -----------------------------------------------------
     // The names (never the values) of what no rule named, for the
-    // unknown-field report; allocates only when there is something to note.
-    let mut unknown = UnknownFields::new();
+    // unknown-field report; lent from a per-thread pool, so a request that
+    // drops the fields the last one did allocates nothing for it.
+    let mut unknown = UnknownFields::lend();
     let mut query = String::new();
     let pass_through = route.cfg.pass_through;
     if let Some(q) = req.uri().query().filter(|q| !q.is_empty()) {
