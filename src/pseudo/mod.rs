@@ -221,11 +221,8 @@ impl Pseudonymiser {
         Some(match mode {
             IpMode::PrefixPreserving => self.pfx.encrypt_ipaddr(ip),
             IpMode::Token => {
-                let mut buf = [0u8; 15];
-                let d = match ip {
-                    IpAddr::V4(v4) => self.mac(Kind::Ip).digest(ipv4_text(&mut buf, v4)),
-                    IpAddr::V6(_) => self.mac(Kind::Ip).digest(ip.to_string().as_bytes()),
-                };
+                let mut buf = [0u8; IP_TEXT_MAX];
+                let d = self.mac(Kind::Ip).digest(write_ip(&mut buf, ip));
                 match ip {
                     IpAddr::V4(_) => {
                         let first = 0xF0 | (self.version as u8 & 0x0F);
@@ -271,15 +268,27 @@ pub fn parse_encrypted(token: &str) -> Option<(u32, &str)> {
     Some((v.parse().ok()?, body))
 }
 
-/// `ip.to_string()`, with IPv4 written directly: the formatting machinery
-/// costs as much as the HMAC of the address.
+/// `ip.to_string()`, written directly: the formatting machinery costs as
+/// much as the HMAC of the address.
 pub(crate) fn ip_text(ip: IpAddr) -> String {
+    let mut buf = [0u8; IP_TEXT_MAX];
+    String::from_utf8_lossy(write_ip(&mut buf, ip)).into_owned()
+}
+
+/// The longest text of an address as `Display` writes it (an IPv4-mapped
+/// IPv6 address, `::ffff:255.255.255.255`, is 22; eight full groups 39).
+const IP_TEXT_MAX: usize = 45;
+
+/// `ip` as its `Display` writes it, into `buf`.
+fn write_ip(buf: &mut [u8; IP_TEXT_MAX], ip: IpAddr) -> &[u8] {
     match ip {
         IpAddr::V4(v4) => {
-            let mut buf = [0u8; 15];
-            String::from_utf8_lossy(ipv4_text(&mut buf, v4)).into_owned()
+            let mut b = [0u8; 15];
+            let len = ipv4_text(&mut b, v4).len();
+            buf[..len].copy_from_slice(&b[..len]);
+            &buf[..len]
         }
-        IpAddr::V6(_) => ip.to_string(),
+        IpAddr::V6(v6) => ipv6_text(buf, v6),
     }
 }
 
@@ -301,6 +310,66 @@ fn ipv4_text(buf: &mut [u8; 15], ip: Ipv4Addr) -> &[u8] {
         }
         buf[len] = b'0' + octet % 10;
         len += 1;
+    }
+    &buf[..len]
+}
+
+/// RFC 5952 text, as `Ipv6Addr`'s `Display` writes it: lower-case groups
+/// without leading zeros, the first longest run of two or more zero groups
+/// as `::`, an IPv4-mapped address as `::ffff:a.b.c.d`.
+fn ipv6_text(buf: &mut [u8; IP_TEXT_MAX], ip: Ipv6Addr) -> &[u8] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    fn put(buf: &mut [u8; IP_TEXT_MAX], len: &mut usize, bytes: &[u8]) {
+        buf[*len..*len + bytes.len()].copy_from_slice(bytes);
+        *len += bytes.len();
+    }
+    let mut len = 0;
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        put(buf, &mut len, b"::ffff:");
+        let mut b = [0u8; 15];
+        put(buf, &mut len, ipv4_text(&mut b, v4));
+        return &buf[..len];
+    }
+    let groups = ip.segments();
+    // The first longest run of zero groups; `::` only for two or more.
+    let (mut run_at, mut run_len, mut at, mut cur) = (0, 0, 0, 0);
+    for (i, &g) in groups.iter().enumerate() {
+        if g == 0 {
+            if cur == 0 {
+                at = i;
+            }
+            cur += 1;
+            if cur > run_len {
+                (run_at, run_len) = (at, cur);
+            }
+        } else {
+            cur = 0;
+        }
+    }
+    if run_len < 2 {
+        run_len = 0;
+        run_at = 8;
+    }
+    let mut i = 0;
+    while i < 8 {
+        if i == run_at {
+            put(buf, &mut len, b"::");
+            i += run_len;
+            continue;
+        }
+        if i > 0 && i != run_at + run_len {
+            put(buf, &mut len, b":");
+        }
+        let g = groups[i];
+        let digits = [
+            HEX[usize::from(g >> 12)],
+            HEX[usize::from(g >> 8 & 15)],
+            HEX[usize::from(g >> 4 & 15)],
+            HEX[usize::from(g & 15)],
+        ];
+        let skip = (g.leading_zeros() / 4).min(3) as usize;
+        put(buf, &mut len, &digits[skip..]);
+        i += 1;
     }
     &buf[..len]
 }
@@ -408,6 +477,49 @@ mod tests {
         ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert_eq!(ip_text(ip), ip.to_string());
+        }
+    }
+
+    /// Addresses with every pattern of zero groups, random groups and
+    /// mapped IPv4 written as `Display` writes them.
+    #[test]
+    fn ipv6_text_is_display() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for zeros in 0u32..256 {
+            for _ in 0..40 {
+                let mut g = [0u16; 8];
+                for (i, x) in g.iter_mut().enumerate() {
+                    if zeros & (1 << i) == 0 {
+                        *x = match next() % 4 {
+                            0 => (next() % 16) as u16,
+                            1 => (next() % 256) as u16,
+                            2 => (next() % 4096) as u16,
+                            _ => next() as u16,
+                        };
+                    }
+                }
+                let ip = Ipv6Addr::from(g);
+                let mut buf = [0u8; IP_TEXT_MAX];
+                assert_eq!(ipv6_text(&mut buf, ip), ip.to_string().as_bytes(), "{g:?}");
+            }
+        }
+        for ip in [
+            "::ffff:1.2.3.4",
+            "::1.2.3.4",
+            "::ffff:0.0.0.0",
+            "::",
+            "::1",
+            "1::",
+        ] {
+            let ip: Ipv6Addr = ip.parse().unwrap();
+            let mut buf = [0u8; IP_TEXT_MAX];
+            assert_eq!(ipv6_text(&mut buf, ip), ip.to_string().as_bytes(), "{ip}");
         }
     }
 
