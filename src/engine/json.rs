@@ -52,6 +52,9 @@ pub(crate) struct Ctx<'e> {
     /// Opt-in unknown-field report: when set, the walk keeps the path it is
     /// on and records every member dropped because no rule named it.
     pub unknown: Option<&'e mut UnknownFields>,
+    /// One buffer that pseudonyms and scrubbed texts are produced in and
+    /// that comes back once they are written: no allocation per value.
+    pub scratch: String,
 }
 
 /// A value produced for a scalar.
@@ -189,13 +192,14 @@ impl<'e> Ctx<'e> {
             (_, v @ (Scalar::Null | Scalar::Bool(_))) => Some(literal(v)),
             (Action::Pseudonymise(spec), v) => {
                 let text = scalar_text(v);
-                let out = self.pseudo.apply(spec, &text);
+                let mut token = self.take_scratch();
+                let ok = self.pseudo.apply_into(spec, &text, &mut token);
                 if let Some(objections) = self.objections {
                     if objections.contains(spec.kind, &text) {
                         self.objected = true;
                     }
                 }
-                if let (Some(seen), Some(token)) = (self.seen.as_mut(), out.as_ref()) {
+                if let (Some(seen), true) = (self.seen.as_mut(), ok) {
                     if matches!(spec.kind, Kind::Email | Kind::Name | Kind::Id | Kind::Phone) {
                         seen.push((text.clone().into_owned(), token.clone()));
                     }
@@ -203,8 +207,13 @@ impl<'e> Ctx<'e> {
                 if spec.bridge {
                     self.bridge = self.previous.and_then(|p| p.apply(spec, &text));
                 }
-                self.count(out.is_some(), |s| &mut s.pseudonymised);
-                out.map(|t| Produced::Text(Cow::Owned(t)))
+                self.count(ok, |s| &mut s.pseudonymised);
+                if ok {
+                    Some(Produced::Text(Cow::Owned(token)))
+                } else {
+                    self.scratch = token;
+                    None
+                }
             }
             (Action::Generalise(spec), Scalar::Str(s)) => {
                 let out = generalise::text(spec, s);
@@ -232,12 +241,14 @@ impl<'e> Ctx<'e> {
             (Action::Scrub(url), v) => {
                 let text = scalar_text(v);
                 let mut found = scrub::Found::default();
-                let out = scrub::scrub(self.pseudo, url, &text, &mut found);
+                let mut out = self.take_scratch();
+                let replaced = scrub::scrub_into(self.pseudo, url, &text, &mut found, &mut out);
                 self.stats.scrubbed += found.replaced as u64;
-                match (out, v) {
-                    (Cow::Borrowed(_), Scalar::Str(s)) => Some(Produced::Text(Cow::Borrowed(s))),
-                    (Cow::Borrowed(_), v) => Some(literal(v)),
-                    (Cow::Owned(o), _) => Some(Produced::Text(Cow::Owned(o))),
+                if replaced {
+                    Some(Produced::Text(Cow::Owned(out)))
+                } else {
+                    self.scratch = out;
+                    Some(literal(v))
                 }
             }
             (Action::Decode(enc), Scalar::Str(s)) => {
@@ -279,6 +290,13 @@ impl<'e> Ctx<'e> {
             }
         };
         Ok(produced)
+    }
+
+    /// The reusable buffer for a value being produced, empty.
+    fn take_scratch(&mut self) -> String {
+        let mut s = std::mem::take(&mut self.scratch);
+        s.clear();
+        s
     }
 
     /// An object key or form field name as it may leave: a key that is
@@ -511,6 +529,9 @@ impl Node<'_, '_> {
             }
             Ok(Some(Produced::Text(t))) => {
                 write_json_str(&mut cx.out, &t);
+                if let Cow::Owned(buf) = t {
+                    cx.scratch = buf;
+                }
                 Ok(true)
             }
             Ok(Some(Produced::Literal(l))) => {

@@ -218,6 +218,7 @@ impl Engine {
             stats: Stats::default(),
             out,
             fail: None,
+            scratch: String::new(),
         }
     }
 

@@ -62,10 +62,27 @@ pub fn scrub<'a>(
     text: &'a str,
     found: &mut Found,
 ) -> Cow<'a, str> {
-    if !may_hold_personal(text) {
-        return Cow::Borrowed(text);
-    }
     let mut out = String::new();
+    if scrub_into(p, url, text, found, &mut out) {
+        Cow::Owned(out)
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// [`scrub`], appending the scrubbed text to `out` (replacements are
+/// written there directly, not built apart and copied). `false`, with
+/// `out` as it was, when nothing was replaced.
+pub(crate) fn scrub_into(
+    p: &Pseudonymiser,
+    url: &UrlSpec,
+    text: &str,
+    found: &mut Found,
+    out: &mut String,
+) -> bool {
+    if !may_hold_personal(text) {
+        return false;
+    }
     let mut last = 0;
     // `find_iter` runs the lazy DFA only; a capturing search would run a
     // backtracker over every match as well. The matched text alone tells
@@ -79,37 +96,57 @@ pub fn scrub<'a>(
             s = ip6_prefix(s).unwrap_or(s);
         }
         let end = m.start() + s.len();
-        let replacement = match detected {
+        let mark = out.len();
+        if last == 0 {
+            // Tokens are about as long as what they replace.
+            out.reserve(text.len() + 64);
+        }
+        out.push_str(&text[last..m.start()]);
+        let at = out.len();
+        let replaced = match detected {
             Detected::Url => {
                 let (core, tail) = split_trailing_punct(s);
-                p.url(core, url).map(|u| format!("{u}{tail}"))
+                let ok = p.url_into(core, url, out);
+                out.push_str(tail);
+                ok
             }
-            Detected::Email => Some(p.email(s, &Default::default())),
-            Detected::Ip6 | Detected::Ip4 => s
-                .parse::<IpAddr>()
-                .ok()
-                .and_then(|_| p.ip(s, IpMode::Token))
-                .map(crate::pseudo::ip_text),
-            Detected::Phone => phone(s).map(|n| p.token(Kind::Phone, &n)),
-        };
-        if let Some(r) = replacement {
-            if r != s {
-                if out.capacity() == 0 {
-                    // Tokens are about as long as what they replace.
-                    out.reserve(text.len() + 64);
+            Detected::Email => {
+                p.email_into(s, &Default::default(), out);
+                true
+            }
+            Detected::Ip6 | Detected::Ip4 => {
+                match s
+                    .parse::<IpAddr>()
+                    .ok()
+                    .and_then(|_| p.ip(s, IpMode::Token))
+                {
+                    Some(ip) => {
+                        crate::pseudo::push_ip(out, ip);
+                        true
+                    }
+                    None => false,
                 }
-                out.push_str(&text[last..m.start()]);
-                out.push_str(&r);
-                last = end;
-                found.replaced += 1;
             }
+            Detected::Phone => match phone(s) {
+                Some(n) => {
+                    p.push_token(out, Kind::Phone, &n);
+                    true
+                }
+                None => false,
+            },
+        };
+        if replaced && out[at..] != *s {
+            last = end;
+            found.replaced += 1;
+        } else {
+            out.truncate(mark);
         }
     }
     if last == 0 {
-        return Cow::Borrowed(text);
+        return false;
     }
     out.push_str(&text[last..]);
-    Cow::Owned(out)
+    true
 }
 
 /// The kind of the first personal value found in `text` (`"url"`,

@@ -124,7 +124,7 @@ impl Pseudonymiser {
         out
     }
 
-    fn push_token(&self, out: &mut String, kind: Kind, normalised: &str) {
+    pub(crate) fn push_token(&self, out: &mut String, kind: Kind, normalised: &str) {
         let digest = self.mac(kind).digest(normalised.as_bytes());
         token::write(out, self.version, &digest);
     }
@@ -132,16 +132,30 @@ impl Pseudonymiser {
     /// Applies a `pseudonymise` rule. `None` when the value cannot take the
     /// kind's shape (an IP field that holds no IP): the caller drops it.
     pub fn apply(&self, spec: &PseudoSpec, raw: &str) -> Option<String> {
+        let mut out = String::new();
+        self.apply_into(spec, raw, &mut out).then_some(out)
+    }
+
+    /// [`apply`](Self::apply), appending to `out` (the engine reuses one
+    /// buffer for every value of a document). `false`, with `out` as it
+    /// was, when the value cannot take the kind's shape.
+    pub fn apply_into(&self, spec: &PseudoSpec, raw: &str, out: &mut String) -> bool {
         match spec.kind {
-            Kind::Email => Some(self.email(raw, &spec.email)),
-            Kind::Name => Some(self.name(raw, spec.label.as_deref())),
-            Kind::Ip => self.ip(raw, spec.ip_mode).map(ip_text),
-            Kind::Phone => Some(self.token(Kind::Phone, &normalize::phone(raw))),
-            Kind::Url => self.url(raw, &spec.url),
+            Kind::Email => self.email_into(raw, &spec.email, out),
+            Kind::Name => self.name_into(raw, spec.label.as_deref(), out),
+            Kind::Ip => match self.ip(raw, spec.ip_mode) {
+                Some(ip) => push_ip(out, ip),
+                None => return false,
+            },
+            Kind::Phone => self.push_token(out, Kind::Phone, &normalize::phone(raw)),
+            Kind::Url => return self.url_into(raw, &spec.url, out),
             // Timestamps and user agents are generalised, never tokenised;
             // `compile` refuses the combination, ids take everything else.
-            Kind::Id | Kind::Timestamp | Kind::UserAgent => Some(self.id(raw)),
+            Kind::Id | Kind::Timestamp | Kind::UserAgent => {
+                self.push_token(out, Kind::Id, normalize::id(raw))
+            }
         }
+        true
     }
 
     /// The token a subject's value gets as `kind`, as the engine would make
@@ -164,15 +178,26 @@ impl Pseudonymiser {
 
     pub fn name(&self, raw: &str, label: Option<&str>) -> String {
         let mut out = String::with_capacity(48);
+        self.name_into(raw, label, &mut out);
+        out
+    }
+
+    fn name_into(&self, raw: &str, label: Option<&str>, out: &mut String) {
         if let Some(label) = label {
             out.push_str(label);
             out.push(' ');
         }
-        self.push_token(&mut out, Kind::Name, &normalize::name_cow(raw));
-        out
+        self.push_token(out, Kind::Name, &normalize::name_cow(raw));
     }
 
     pub fn email(&self, raw: &str, spec: &EmailSpec) -> String {
+        let mut out = String::with_capacity(64);
+        self.email_into(raw, spec, &mut out);
+        out
+    }
+
+    /// [`email`](Self::email), appending to `out`.
+    pub(crate) fn email_into(&self, raw: &str, spec: &EmailSpec, out: &mut String) {
         // A short ASCII address is lower-cased on the stack: what
         // `normalize::email` does for it, without allocating.
         let mut buf = [0u8; 128];
@@ -185,8 +210,7 @@ impl Pseudonymiser {
         } else {
             normalize::email(raw, spec.strip_plus_tag)
         };
-        let mut out = String::with_capacity(64);
-        self.push_token(&mut out, Kind::Email, &norm);
+        self.push_token(out, Kind::Email, &norm);
         out.push('@');
         let real_domain = norm
             .rsplit_once('@')
@@ -197,7 +221,6 @@ impl Pseudonymiser {
             (_, _, Some(d)) => out.push_str(d),
             _ => out.push_str(DEFAULT_EMAIL_DOMAIN),
         }
-        out
     }
 
     /// IP pseudonyms.
@@ -273,6 +296,12 @@ pub fn parse_encrypted(token: &str) -> Option<(u32, &str)> {
 pub(crate) fn ip_text(ip: IpAddr) -> String {
     let mut buf = [0u8; IP_TEXT_MAX];
     String::from_utf8_lossy(write_ip(&mut buf, ip)).into_owned()
+}
+
+/// Appends `ip` as its `Display` writes it.
+pub(crate) fn push_ip(out: &mut String, ip: IpAddr) {
+    let mut buf = [0u8; IP_TEXT_MAX];
+    out.push_str(std::str::from_utf8(write_ip(&mut buf, ip)).expect("an address is ASCII"));
 }
 
 /// The longest text of an address as `Display` writes it (an IPv4-mapped
