@@ -296,6 +296,9 @@ impl<'e> Ctx<'e> {
     fn take_scratch(&mut self) -> String {
         let mut s = std::mem::take(&mut self.scratch);
         s.clear();
+        // Once per document, room for the usual token or short text, so
+        // that it is not regrown a few bytes at a time.
+        s.reserve(128);
         s
     }
 

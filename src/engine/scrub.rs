@@ -180,6 +180,10 @@ pub(crate) fn personal_kind(text: &str) -> Option<&'static str> {
 #[inline]
 pub(crate) fn may_hold_personal(text: &str) -> bool {
     let bytes = text.as_bytes();
+    if bytes.len() < 8 {
+        // Too short for eight digits: only a mark can make it personal.
+        return bytes.iter().any(|&b| matches!(b, b'@' | b':' | b'.'));
+    }
     let mut digits = 0u32;
     let mut chunks = bytes.chunks_exact(8);
     for chunk in &mut chunks {
@@ -189,12 +193,13 @@ pub(crate) fn may_hold_personal(text: &str) -> bool {
         }
         digits += digit_count(word);
     }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        // Zero bytes are neither marks nor digits.
-        let mut last = [0u8; 8];
-        last[..rest.len()].copy_from_slice(rest);
-        let word = u64::from_le_bytes(last);
+    let rest = chunks.remainder().len();
+    if rest > 0 {
+        // The last eight bytes, shifted so that only the `rest` not read
+        // yet remain (the bytes shifted in are zero: neither marks nor
+        // digits).
+        let tail = &bytes[bytes.len() - 8..];
+        let word = u64::from_le_bytes(tail.try_into().expect("eight bytes")) >> (8 * (8 - rest));
         if has_mark(word) {
             return true;
         }

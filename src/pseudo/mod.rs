@@ -132,7 +132,8 @@ impl Pseudonymiser {
     /// Applies a `pseudonymise` rule. `None` when the value cannot take the
     /// kind's shape (an IP field that holds no IP): the caller drops it.
     pub fn apply(&self, spec: &PseudoSpec, raw: &str) -> Option<String> {
-        let mut out = String::new();
+        // Room for a labelled name or an email token without regrowing.
+        let mut out = String::with_capacity(64);
         self.apply_into(spec, raw, &mut out).then_some(out)
     }
 
