@@ -76,8 +76,8 @@ impl ProxyService {
         peer: SocketAddr,
     ) -> Result<Response<BoxBody>, Infallible> {
         let started = Instant::now();
-        let id = request_id();
-        let span = tracing::debug_span!("request", id = %id);
+        let id = RequestId::next();
+        let span = tracing::debug_span!("request", id = id.as_str());
         // Pin the snapshot for the whole request: a rotation or reload that
         // lands meanwhile applies to the next request, not to this one.
         let snap = self.runtime.snapshot();
@@ -107,7 +107,7 @@ impl ProxyService {
         if let (Some(r), Some(upstream)) = (&seen.route, seen.upstream) {
             r.timing(started.elapsed(), upstream);
         }
-        if let Ok(v) = HeaderValue::from_str(&id) {
+        if let Ok(v) = HeaderValue::from_bytes(&id.0) {
             res.headers_mut().insert(REQUEST_ID, v);
         }
         Ok(res)
@@ -123,16 +123,29 @@ const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-scrim-requ
 
 /// A request id: 16 hex digits, a per-process random prefix and a counter.
 /// Never taken from the request: a client-chosen id could carry anything
-/// into the logs.
-fn request_id() -> String {
-    static PREFIX: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| {
-        let mut b = [0u8; 4];
-        let _ = getrandom::fill(&mut b);
-        u32::from_le_bytes(b)
-    });
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{:08x}{n:08x}", *PREFIX)
+/// into the logs. Written in place: no allocation per request.
+struct RequestId([u8; 16]);
+
+impl RequestId {
+    fn next() -> Self {
+        static PREFIX: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| {
+            let mut b = [0u8; 4];
+            let _ = getrandom::fill(&mut b);
+            u32::from_le_bytes(b)
+        });
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let v = (u64::from(*PREFIX) << 32) | u64::from(n);
+        let mut id = [0u8; 16];
+        for (i, d) in id.iter_mut().enumerate() {
+            *d = b"0123456789abcdef"[((v >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        Self(id)
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
+    }
 }
 
 /// What the request handler learns for its metrics as the request goes.
@@ -153,17 +166,16 @@ async fn proxy(
     let limits = &snap.limits;
 
     // --- phase 1: route ---------------------------------------------------
-    let host = req.uri().host().map(str::to_owned).or_else(|| {
+    let host = req.uri().host().or_else(|| {
         req.headers()
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
-            .map(str::to_owned)
     });
     let path = route::normalise(req.uri().path()).ok_or(ProxyError::NoRoute)?;
     let route: &Route = snap
         .routes
         .iter()
-        .find(|r| route::matches(&r.cfg, host.as_deref(), &path, req.method()))
+        .find(|r| route::matches(&r.cfg, host, &path, req.method()))
         .ok_or(ProxyError::NoRoute)?;
     let engine = &route.engine;
     seen.route = Some(route.metrics.clone());
@@ -483,16 +495,16 @@ fn refused(e: crate::engine::EngineError) -> ProxyError {
     }
 }
 
-/// The media type without parameters, lower-cased.
-fn essence(v: Option<&HeaderValue>) -> Option<String> {
+/// The media type without parameters, lower-cased (copied only when it
+/// was not lower case already).
+fn essence(v: Option<&HeaderValue>) -> Option<std::borrow::Cow<'_, str>> {
     let v = v?.to_str().ok()?;
-    Some(
-        v.split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase(),
-    )
+    let t = v.split(';').next().unwrap_or("").trim();
+    Some(if t.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(t.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(t)
+    })
 }
 
 /// Which engine format reads a body of this content type.
@@ -500,7 +512,7 @@ fn body_format(v: Option<&HeaderValue>) -> Result<Format, ProxyError> {
     let Some(t) = essence(v) else {
         return Err(ProxyError::UnsupportedContentType);
     };
-    match t.as_str() {
+    match t.as_ref() {
         "application/json" | "text/json" => Ok(Format::Json),
         "application/x-ndjson"
         | "application/ndjson"

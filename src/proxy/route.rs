@@ -24,13 +24,20 @@ pub fn normalise(path: &str) -> Option<String> {
                 // dot segment: an encoded slash or backslash, a backslash,
                 // encoded dots, and `..;x` (a dot segment to servlet
                 // containers, which cut `;` parameters before resolving).
-                let lower = s.to_ascii_lowercase();
-                if lower.contains("%2f") || lower.contains("%5c") || s.contains('\\') {
+                if s.contains('\\') {
                     return None;
                 }
-                let bare = lower.split(';').next().unwrap_or("").replace("%2e", ".");
-                if bare == "." || bare == ".." {
-                    return None;
+                // Only an escape or a `;` can hide a separator or a dot
+                // segment; plain segments, the usual ones, skip the copies.
+                if s.bytes().any(|b| b == b'%' || b == b';') {
+                    let lower = s.to_ascii_lowercase();
+                    if lower.contains("%2f") || lower.contains("%5c") {
+                        return None;
+                    }
+                    let bare = lower.split(';').next().unwrap_or("").replace("%2e", ".");
+                    if bare == "." || bare == ".." {
+                        return None;
+                    }
                 }
                 parts.push(s);
             }
