@@ -97,7 +97,7 @@ impl Engine {
         let mut cx = self.ctx(false, std::mem::take(out), unknown);
         let keep = cx.rules.default_keep;
         let root = cx.auto.start(&mut cx.stack);
-        let (states, rule, _) = cx.child(root, Step::Key(EVENT), keep);
+        let (states, rule, _) = cx.child(&root, Step::Key(EVENT), keep);
         let mark = cx.unknown.as_deref_mut().map(|u| u.push_key(EVENT));
         let res = cx.document_at(input, states, rule);
         if let (Some(u), Some(m)) = (cx.unknown.as_deref_mut(), mark) {
@@ -142,7 +142,7 @@ fn walk(cx: &mut Ctx<'_>, input: &[u8]) -> Result<(), EngineError> {
         return Err(malformed(first, "the envelope header is not a JSON object"));
     }
     let root = cx.auto.start(&mut cx.stack);
-    let (states, rule, _) = cx.child(root, Step::Key(HEADER), keep);
+    let (states, rule, _) = cx.child(&root, Step::Key(HEADER), keep);
     let mark = cx.unknown.as_deref_mut().map(|u| u.push_key(HEADER));
     if !cx.document_at(line, states, rule)? {
         cx.out.extend_from_slice(b"{}");
@@ -210,7 +210,7 @@ fn item(
     scratch: &mut Vec<u8>,
 ) -> Result<(), EngineError> {
     let root = cx.auto.start(&mut cx.stack);
-    let (states, rule, dead) = cx.child(root, Step::Key(&head.ty), keep);
+    let (states, rule, dead) = cx.child(&root, Step::Key(&head.ty), keep);
     let mark = cx.unknown.as_deref_mut().map(|u| u.push_key(&head.ty));
     let res = decide(
         cx, head, payload_at, payload, keep, states, rule, dead, scratch,
@@ -268,7 +268,7 @@ fn decide(
     payload_at: usize,
     payload: &[u8],
     keep: bool,
-    states: std::ops::Range<usize>,
+    states: super::plan::States,
     rule: Option<super::plan::RuleIdx>,
     dead: bool,
     scratch: &mut Vec<u8>,

@@ -42,7 +42,7 @@ pub(crate) fn walk(cx: &mut Ctx<'_>, input: &[u8], out: &mut String) -> Result<(
             ));
         }
         let base = cx.stack.len();
-        let (states, rule, dead) = cx.child(root.clone(), Step::Key(&key), keep);
+        let (states, rule, dead) = cx.child(&root, Step::Key(&key), keep);
         let path = cx.unknown.as_deref_mut().map(|u| u.push_key(&key));
         if rule.is_none() && !keep {
             cx.note_unknown();

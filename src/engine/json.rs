@@ -10,12 +10,11 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::ops::Range;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::error::{EngineError, Reason};
-use super::plan::{Action, Automaton, CompiledRules, RuleIdx, State, UrlSpec};
+use super::plan::{Action, Automaton, CompiledRules, RuleIdx, State, States, UrlSpec};
 use super::selector::Step;
 use super::spec::Kind;
 use super::unknown::UnknownFields;
@@ -101,9 +100,7 @@ impl<'e> Ctx<'e> {
     /// Walks one JSON document, appending its transform to `self.out`.
     pub fn document(&mut self, input: &[u8]) -> Result<(), EngineError> {
         let states = self.auto.start(&mut self.stack);
-        let winner = self
-            .auto
-            .winner(&self.rules.rules, &self.stack, states.clone());
+        let winner = self.auto.winner(&self.rules.rules, &self.stack, &states);
         let keep = self.rules.default_keep;
         let res = with_deserializer!(input, |de| Node {
             cx: self,
@@ -134,7 +131,7 @@ impl<'e> Ctx<'e> {
     pub(crate) fn document_at(
         &mut self,
         input: &[u8],
-        states: Range<usize>,
+        states: States,
         rule: Option<RuleIdx>,
     ) -> Result<bool, EngineError> {
         let keep = self.rules.default_keep;
@@ -159,7 +156,7 @@ impl<'e> Ctx<'e> {
         &mut self,
         rule: Option<RuleIdx>,
         keep: bool,
-        states: Range<usize>,
+        states: States,
         v: Scalar<'a>,
     ) -> Result<Option<Produced<'a>>, Reason>
     where
@@ -339,11 +336,11 @@ impl<'e> Ctx<'e> {
     }
 
     /// Walks JSON found inside a string, continuing the path of the string.
-    fn embedded(&mut self, input: &[u8], states: Range<usize>, keep: bool) -> Result<(), Reason> {
+    fn embedded(&mut self, input: &[u8], states: States, keep: bool) -> Result<(), Reason> {
         let rules = self.rules;
         let winner = self
             .auto
-            .winner(&rules.rules, &self.stack, states.clone())
+            .winner(&rules.rules, &self.stack, &states)
             .filter(|&r| !matches!(rules.rules[r as usize].action, Action::Decode(_)));
         let res = with_deserializer!(input, |de| Node {
             cx: self,
@@ -380,14 +377,12 @@ impl<'e> Ctx<'e> {
     /// (nothing below it can be emitted).
     pub(crate) fn child(
         &mut self,
-        parent: Range<usize>,
+        parent: &States,
         step: Step<'_>,
         keep: bool,
-    ) -> (Range<usize>, Option<RuleIdx>, bool) {
+    ) -> (States, Option<RuleIdx>, bool) {
         let states = self.auto.step(&mut self.stack, parent, step);
-        let winner = self
-            .auto
-            .winner(&self.rules.rules, &self.stack, states.clone());
+        let winner = self.auto.winner(&self.rules.rules, &self.stack, &states);
         let dead = match winner {
             Some(r) => matches!(self.rules.rules[r as usize].action, Action::Drop),
             None => states.is_empty() && !keep,
@@ -466,7 +461,7 @@ fn write_unescaped_json_str(out: &mut Vec<u8>, s: &str) {
 /// One node of the document being walked.
 struct Node<'c, 'e> {
     cx: &'c mut Ctx<'e>,
-    states: Range<usize>,
+    states: States,
     /// Inherited: an ancestor was kept whole (or the file default is keep).
     keep: bool,
     rule: Option<RuleIdx>,
@@ -601,7 +596,7 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
         let mut empty = true;
         while let Some(key) = map.next_key_seed(KeySeed)? {
             let base = cx.stack.len();
-            let (states, rule, dead) = cx.child(self.states.clone(), Step::Key(&key), keep);
+            let (states, rule, dead) = cx.child(&self.states, Step::Key(&key), keep);
             let path = cx.unknown.as_deref_mut().map(|u| u.push_key(&key));
             if dead {
                 map.next_value::<IgnoredAny>()?;
@@ -672,7 +667,7 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
         let mut i = 0usize;
         loop {
             let base = cx.stack.len();
-            let (states, rule, dead) = cx.child(self.states.clone(), Step::Index(i), keep);
+            let (states, rule, dead) = cx.child(&self.states, Step::Index(i), keep);
             let path = cx.unknown.as_deref_mut().map(|u| u.push_index());
             let more = if dead {
                 let skipped = seq.next_element::<IgnoredAny>()?;

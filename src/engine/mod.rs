@@ -473,7 +473,12 @@ impl Engine {
         if idx.is_none() && !self.rules.default_keep {
             return None;
         }
-        let out = match cx.scalar(idx, self.rules.default_keep, 0..0, Scalar::Str(value)) {
+        let out = match cx.scalar(
+            idx,
+            self.rules.default_keep,
+            plan::States::EMPTY,
+            Scalar::Str(value),
+        ) {
             Ok(Some(Produced::Text(t))) => t.into_owned(),
             Ok(Some(Produced::Literal(l))) => String::from_utf8_lossy(&l).into_owned(),
             _ => return None,

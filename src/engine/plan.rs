@@ -237,24 +237,75 @@ impl CompiledRules {
 // === Automaton ===
 
 /// A state is "rule r has matched the first `pos` segments of its selector".
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct State {
     rule: RuleIdx,
     pos: u16,
 }
 
+/// The live states of the node a walk is on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum States {
+    /// A state set the automaton determinised when it was built.
+    Dfa(u32),
+    /// A set past the determinised ones (only for very large rule files):
+    /// states on the walker's stack, stepped one by one.
+    Nfa(Range<usize>),
+}
+
+impl States {
+    /// No state: nothing below can match any selector.
+    pub(crate) const EMPTY: States = States::Dfa(EMPTY);
+
+    pub(crate) fn is_empty(&self) -> bool {
+        match self {
+            States::Dfa(id) => *id == EMPTY,
+            States::Nfa(r) => r.is_empty(),
+        }
+    }
+}
+
+/// The empty set's id: interned first.
+const EMPTY: u32 = 0;
+
+/// A transition to a set that was not determinised.
+const UNDETERMINISED: u32 = u32::MAX;
+
+/// At most this many sets are determinised per automaton; rule files are
+/// far below it, and a larger one steps state by state beyond it.
+const MAX_DFA_STATES: usize = 4096;
+
+/// One determinised state set and its transitions.
+#[derive(Debug, Default)]
+struct DfaState {
+    /// The states, in the order stepping state by state produces them (the
+    /// winner among equally ranked rules is the first, so the order is kept).
+    nfa: Vec<State>,
+    /// Keys some selector names at one of the states, and where they lead.
+    keys: Vec<(Box<str>, u32)>,
+    /// The same, hashed, when there are many.
+    keys_hashed: Option<HashMap<Box<str>, u32, BuildHasherDefault<KeyHasher>>>,
+    other_key: u32,
+    indices: Vec<(usize, u32)>,
+    other_index: u32,
+}
+
+/// Above this many named keys a state looks keys up by hash.
+const LINEAR_KEYS: usize = 8;
+
 /// Selectors of one target compiled together.
+///
+/// Stepping is determinised up front: every set of states a walk can be in
+/// is numbered with its transitions (each key or index a selector names at
+/// one of its states, and any other key or index), so stepping into a child
+/// is one look-up instead of a pass over the live states.
 #[derive(Debug, Default)]
 pub(crate) struct Automaton {
     selectors: Vec<(RuleIdx, Vec<Segment>)>,
     /// The closed start state set.
     start: Vec<State>,
-    /// `step` from the start set by each key some selector names there,
-    /// precomputed: every rule is live at the root, so this is the one step
-    /// that costs O(rules) rather than O(a few).
-    start_by_key: HashMap<Box<str>, Vec<State>, BuildHasherDefault<KeyHasher>>,
-    /// `step` from the start set by any other key.
-    start_other_key: Vec<State>,
+    dfa: Vec<DfaState>,
+    start_id: u32,
 }
 
 impl Automaton {
@@ -278,68 +329,122 @@ impl Automaton {
             );
         }
         a.start = start;
-        let mut keys: Vec<&str> = a
-            .start
-            .iter()
-            .filter_map(
-                |st| match a.selectors[st.rule as usize].1.get(st.pos as usize) {
-                    Some(Segment::Key(k)) => Some(k.as_str()),
-                    _ => None,
-                },
-            )
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        // A key no start state names: only wildcards accept it.
-        let mut other = String::from("\0");
-        while keys.binary_search(&other.as_str()).is_ok() {
-            other.push('\0');
-        }
-        let step_from_start = |key: &str| {
-            let mut stack = a.start.clone();
-            let to = a.step_nfa(&mut stack, 0..a.start.len(), Step::Key(key));
-            stack[to].to_vec()
-        };
-        let start_by_key = keys
-            .iter()
-            .map(|&k| (Box::from(k), step_from_start(k)))
-            .collect();
-        let start_other_key = step_from_start(&other);
-        a.start_by_key = start_by_key;
-        a.start_other_key = start_other_key;
+        a.determinise(MAX_DFA_STATES);
         a
     }
 
-    /// Appends the start states to `stack`, returning their range. A walk
-    /// must call it on an empty stack (see `step`).
-    pub(crate) fn start(&self, stack: &mut Vec<State>) -> Range<usize> {
-        debug_assert!(stack.is_empty());
-        let from = stack.len();
-        stack.extend_from_slice(&self.start);
-        from..stack.len()
+    /// Numbers every state set reachable from the start set, breadth first,
+    /// up to `max` sets.
+    fn determinise(&mut self, max: usize) {
+        // The empty set and the start set are always numbered.
+        let max = max.max(2);
+        let mut ids: HashMap<Vec<State>, u32> = HashMap::new();
+        let mut dfa: Vec<DfaState> = Vec::new();
+        let mut intern = |set: Vec<State>, dfa: &mut Vec<DfaState>| -> u32 {
+            if let Some(&id) = ids.get(&set) {
+                return id;
+            }
+            if dfa.len() >= max {
+                return UNDETERMINISED;
+            }
+            let id = dfa.len() as u32;
+            ids.insert(set.clone(), id);
+            dfa.push(DfaState {
+                nfa: set,
+                ..Default::default()
+            });
+            id
+        };
+        intern(Vec::new(), &mut dfa);
+        self.start_id = intern(self.start.clone(), &mut dfa);
+        let mut next = 0;
+        while next < dfa.len() {
+            let set = dfa[next].nfa.clone();
+            let mut keys: Vec<&str> = Vec::new();
+            let mut indices: Vec<usize> = Vec::new();
+            for st in &set {
+                match self.selectors[st.rule as usize].1.get(st.pos as usize) {
+                    Some(Segment::Key(k)) => keys.push(k.as_str()),
+                    Some(Segment::Index(i)) => indices.push(*i),
+                    _ => {}
+                }
+            }
+            keys.sort_unstable();
+            keys.dedup();
+            indices.sort_unstable();
+            indices.dedup();
+            // A key no state names: only wildcards accept it.
+            let mut other = String::from("\0");
+            while keys.binary_search(&other.as_str()).is_ok() {
+                other.push('\0');
+            }
+            let other_index = (0..).find(|i| indices.binary_search(i).is_err());
+            let other_index = other_index.expect("some index is not named");
+            let step = |step: Step<'_>| {
+                let mut stack = set.clone();
+                let to = self.step_nfa(&mut stack, 0..set.len(), step);
+                stack[to].to_vec()
+            };
+            let key_targets: Vec<(Box<str>, u32)> = keys
+                .iter()
+                .map(|&k| (Box::from(k), intern(step(Step::Key(k)), &mut dfa)))
+                .collect();
+            let other_key = intern(step(Step::Key(&other)), &mut dfa);
+            let index_targets: Vec<(usize, u32)> = indices
+                .iter()
+                .map(|&i| (i, intern(step(Step::Index(i)), &mut dfa)))
+                .collect();
+            let other_index = intern(step(Step::Index(other_index)), &mut dfa);
+            let state = &mut dfa[next];
+            if key_targets.len() > LINEAR_KEYS {
+                state.keys_hashed = Some(key_targets.iter().cloned().collect());
+            }
+            state.keys = key_targets;
+            state.other_key = other_key;
+            state.indices = index_targets;
+            state.other_index = other_index;
+            next += 1;
+        }
+        self.dfa = dfa;
     }
 
-    /// Appends the states reached from `from` by one path step.
-    pub(crate) fn step(
-        &self,
-        stack: &mut Vec<State>,
-        from: Range<usize>,
-        step: Step<'_>,
-    ) -> Range<usize> {
-        // Every walk starts on an empty stack with `start`, so a range at
-        // index 0 as long as the start set is the start set (checked in
-        // debug builds); comparing the states themselves would cost a third
-        // of what the precomputation saves.
-        if let (Step::Key(key), 0) = (step, from.start) {
-            if from.len() == self.start.len() {
-                debug_assert_eq!(stack[from.clone()], self.start[..]);
-                let to = self.start_by_key.get(key).unwrap_or(&self.start_other_key);
-                let begin = stack.len();
-                stack.extend_from_slice(to);
-                return begin..stack.len();
+    /// The start states. A walk starts with them on an empty stack (the
+    /// stack holds only sets past the determinised ones).
+    pub(crate) fn start(&self, stack: &mut Vec<State>) -> States {
+        debug_assert!(stack.is_empty());
+        States::Dfa(self.start_id)
+    }
+
+    /// The states reached from `from` by one path step (pushed on `stack`
+    /// when they were not determinised).
+    pub(crate) fn step(&self, stack: &mut Vec<State>, from: &States, step: Step<'_>) -> States {
+        let id = match *from {
+            States::Dfa(id) => id,
+            States::Nfa(ref r) => return States::Nfa(self.step_nfa(stack, r.clone(), step)),
+        };
+        let d = &self.dfa[id as usize];
+        let to = match step {
+            Step::Key(k) => match &d.keys_hashed {
+                Some(map) => map.get(k).copied(),
+                None => d
+                    .keys
+                    .iter()
+                    .find(|(name, _)| name.len() == k.len() && **name == *k)
+                    .map(|&(_, to)| to),
             }
+            .unwrap_or(d.other_key),
+            Step::Index(i) => d
+                .indices
+                .iter()
+                .find(|&&(n, _)| n == i)
+                .map_or(d.other_index, |&(_, to)| to),
+        };
+        if to != UNDETERMINISED {
+            return States::Dfa(to);
         }
-        self.step_nfa(stack, from, step)
+        let begin = stack.len();
+        stack.extend_from_slice(&d.nfa);
+        States::Nfa(self.step_nfa(stack, begin..stack.len(), step))
     }
 
     /// [`Automaton::step`] state by state.
@@ -372,10 +477,14 @@ impl Automaton {
         &self,
         rules: &[CompiledRule],
         stack: &[State],
-        at: Range<usize>,
+        at: &States,
     ) -> Option<RuleIdx> {
+        let states = match at {
+            States::Dfa(id) => &self.dfa[*id as usize].nfa[..],
+            States::Nfa(r) => &stack[r.clone()],
+        };
         let mut best: Option<RuleIdx> = None;
-        for st in &stack[at] {
+        for st in states {
             let (rule, segs) = &self.selectors[st.rule as usize];
             if st.pos as usize != segs.len() {
                 continue;
@@ -412,8 +521,7 @@ impl Automaton {
     }
 }
 
-/// For `start_by_key`, probed once for every top-level member of every
-/// document: a key is read as at most two overlapping words and mixed with
+/// For the key tables of states that name many keys: a key is read as at most two overlapping words and mixed with
 /// two multiplications, where FNV-1a would take one dependent multiplication
 /// per byte.
 #[derive(Default)]
@@ -485,13 +593,20 @@ mod tests {
         )
     }
 
+    fn states_of<'s>(a: &'s Automaton, stack: &'s [State], at: &States) -> &'s [State] {
+        match at {
+            States::Dfa(id) => &a.dfa[*id as usize].nfa,
+            States::Nfa(r) => &stack[r.clone()],
+        }
+    }
+
     fn completed(a: &Automaton, path: &[Step<'_>]) -> Vec<RuleIdx> {
         let mut stack = Vec::new();
         let mut at = a.start(&mut stack);
         for s in path {
-            at = a.step(&mut stack, at, *s);
+            at = a.step(&mut stack, &at, *s);
         }
-        let mut v: Vec<RuleIdx> = stack[at]
+        let mut v: Vec<RuleIdx> = states_of(a, &stack, &at)
             .iter()
             .filter(|st| st.pos as usize == a.selectors[st.rule as usize].1.len())
             .map(|st| a.selectors[st.rule as usize].0)
@@ -501,19 +616,63 @@ mod tests {
         v
     }
 
+    /// Along random paths, the determinised steps give the very sets (in
+    /// the same order) that stepping state by state gives, also when the
+    /// determinised sets run out and the walk continues on the stack.
     #[test]
-    fn precomputed_start_steps_are_the_state_by_state_steps() {
-        let a = auto(&[
-            "**.email", "a.b", "a.*", "*.c", "\"\0\"", "a", "[*].u", "x.**.y",
-        ]);
-        for key in ["a", "email", "x", "c", "b", "zzz", "", "\0", "\0\0"] {
-            let mut stack = Vec::new();
-            let root = a.start(&mut stack);
-            let fast = a.step(&mut stack, root.clone(), Step::Key(key));
-            let fast = stack[fast].to_vec();
-            let slow = a.step_nfa(&mut stack, root, Step::Key(key));
-            assert_eq!(fast, stack[slow].to_vec(), "{key:?}");
+    fn determinised_steps_are_the_state_by_state_steps() {
+        const SELS: &[&str] = &[
+            "**.email",
+            "a.b",
+            "a.*",
+            "*.c",
+            "\"\0\"",
+            "a",
+            "[*].u",
+            "x.**.y",
+            "a[1]",
+            "a[*].b",
+            "**",
+            "x.**.y.**.z",
+            "c[0].c",
+        ];
+        const KEYS: &[&str] = &[
+            "a", "b", "c", "u", "x", "y", "z", "email", "zzz", "", "\0", "\0\0",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let mut undetermined = 0;
+        for max in [MAX_DFA_STATES, 1, 2, 3, 5, 8] {
+            for take in [1, 2, 3, 5, SELS.len()] {
+                let mut a = auto(&SELS[..take]);
+                a.determinise(max);
+                for _ in 0..300 {
+                    let mut stack = Vec::new();
+                    let mut at = a.start(&mut stack);
+                    let mut reference = a.start.clone();
+                    for _ in 0..next(7) {
+                        let step = if next(3) == 0 {
+                            Step::Index(next(3))
+                        } else {
+                            Step::Key(KEYS[next(KEYS.len())])
+                        };
+                        at = a.step(&mut stack, &at, step);
+                        undetermined += usize::from(matches!(at, States::Nfa(_)));
+                        let len = reference.len();
+                        let to = a.step_nfa(&mut reference, 0..len, step);
+                        reference = reference[to].to_vec();
+                        assert_eq!(states_of(&a, &stack, &at), &reference[..], "{max} {step:?}");
+                        assert_eq!(at.is_empty(), reference.is_empty());
+                    }
+                }
+            }
         }
+        assert!(undetermined > 1000, "{undetermined}");
     }
 
     #[test]

@@ -124,6 +124,7 @@ impl Pseudonymiser {
         out
     }
 
+    #[inline]
     pub(crate) fn push_token(&self, out: &mut String, kind: Kind, normalised: &str) {
         let digest = self.mac(kind).digest(normalised.as_bytes());
         token::write(out, self.version, &digest);
@@ -183,6 +184,7 @@ impl Pseudonymiser {
         out
     }
 
+    #[inline]
     fn name_into(&self, raw: &str, label: Option<&str>, out: &mut String) {
         if let Some(label) = label {
             out.push_str(label);
@@ -198,6 +200,7 @@ impl Pseudonymiser {
     }
 
     /// [`email`](Self::email), appending to `out`.
+    #[inline]
     pub(crate) fn email_into(&self, raw: &str, spec: &EmailSpec, out: &mut String) {
         // A short ASCII address is lower-cased on the stack: what
         // `normalize::email` does for it, without allocating.
@@ -312,18 +315,14 @@ const IP_TEXT_MAX: usize = 45;
 /// `ip` as its `Display` writes it, into `buf`.
 fn write_ip(buf: &mut [u8; IP_TEXT_MAX], ip: IpAddr) -> &[u8] {
     match ip {
-        IpAddr::V4(v4) => {
-            let mut b = [0u8; 15];
-            let len = ipv4_text(&mut b, v4).len();
-            buf[..len].copy_from_slice(&b[..len]);
-            &buf[..len]
-        }
+        IpAddr::V4(v4) => ipv4_text(buf, v4),
         IpAddr::V6(v6) => ipv6_text(buf, v6),
     }
 }
 
-/// Dotted decimal, as `Ipv4Addr`'s `Display` writes it, into `buf`.
-fn ipv4_text(buf: &mut [u8; 15], ip: Ipv4Addr) -> &[u8] {
+/// Dotted decimal, as `Ipv4Addr`'s `Display` writes it, into `buf` (15
+/// bytes or more).
+fn ipv4_text(buf: &mut [u8], ip: Ipv4Addr) -> &[u8] {
     let mut len = 0;
     for (i, octet) in ip.octets().into_iter().enumerate() {
         if i > 0 {
@@ -356,9 +355,8 @@ fn ipv6_text(buf: &mut [u8; IP_TEXT_MAX], ip: Ipv6Addr) -> &[u8] {
     let mut len = 0;
     if let Some(v4) = ip.to_ipv4_mapped() {
         put(buf, &mut len, b"::ffff:");
-        let mut b = [0u8; 15];
-        put(buf, &mut len, ipv4_text(&mut b, v4));
-        return &buf[..len];
+        let v4_len = ipv4_text(&mut buf[len..], v4).len();
+        return &buf[..len + v4_len];
     }
     let groups = ip.segments();
     // The first longest run of zero groups; `::` only for two or more.
