@@ -138,22 +138,26 @@ pub fn request_headers_reporting(
     out
 }
 
-/// Response headers: hop-by-hop removed; when the body is rewritten, the
-/// length and encoding headers go too (the caller sets new ones).
-pub fn response_headers(incoming: &HeaderMap, body_rewritten: bool) -> HeaderMap {
-    let named_by_connection = connection_tokens(incoming);
-    let mut out = HeaderMap::with_capacity(incoming.len());
-    for (name, value) in incoming {
+/// Hop-by-hop headers (and any the `Connection` header names) removed in
+/// place, for responses and pass-through requests; when the body is
+/// rewritten, the length and encoding headers go too (the caller sets new
+/// ones). A map with nothing to remove, the usual case, is not touched.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, body_rewritten: bool) {
+    let named_by_connection = connection_tokens(headers);
+    let doomed = |name: &HeaderName| {
         let n = name.as_str();
-        if HOP_BY_HOP.contains(&n) || named_by_connection.iter().any(|t| t == n) {
-            continue;
-        }
-        if body_rewritten && (name == header::CONTENT_LENGTH || name == header::CONTENT_ENCODING) {
-            continue;
-        }
-        out.append(name.clone(), value.clone());
+        HOP_BY_HOP.contains(&n)
+            || named_by_connection.iter().any(|t| t == n)
+            || (body_rewritten
+                && (name == header::CONTENT_LENGTH || name == header::CONTENT_ENCODING))
+    };
+    if !headers.keys().any(doomed) {
+        return;
     }
-    out
+    let names: Vec<HeaderName> = headers.keys().filter(|n| doomed(n)).cloned().collect();
+    for name in names {
+        headers.remove(name);
+    }
 }
 
 fn connection_tokens(h: &HeaderMap) -> Vec<String> {

@@ -218,7 +218,10 @@ async fn proxy(
     if path_stats.leaks_scrubbed > 0 {
         route.metrics.record(&path_stats);
     }
-    let mut path_and_query = format!("{}{}", upstream.base_path, rewritten);
+    let mut path_and_query =
+        String::with_capacity(upstream.base_path.len() + rewritten.len() + 1 + query.len());
+    path_and_query.push_str(&upstream.base_path);
+    path_and_query.push_str(&rewritten);
     if !query.is_empty() {
         path_and_query.push('?');
         path_and_query.push_str(&query);
@@ -231,11 +234,12 @@ async fn proxy(
         .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid URI"))?;
 
     // --- phase 3: headers ---------------------------------------------------
-    let (parts, incoming) = req.into_parts();
+    let (mut parts, incoming) = req.into_parts();
     let incoming = body::Counted::new(incoming, route.metrics.bytes_in.clone());
     if pass_through {
         // Unchanged but for hop-by-hop headers and Host (the upstream's).
-        let mut headers = headers::response_headers(&parts.headers, false);
+        let mut headers = std::mem::take(&mut parts.headers);
+        headers::strip_hop_by_hop(&mut headers, false);
         headers.remove(header::HOST);
         for (name, value) in &upstream.headers {
             headers.insert(name.clone(), value.clone());
@@ -251,7 +255,7 @@ async fn proxy(
         *up.headers_mut() = headers;
         let res = forward(route, up, &progress, &FailureSlot::default(), seen).await?;
         let (mut parts, body) = res.into_parts();
-        parts.headers = headers::response_headers(&parts.headers, false);
+        headers::strip_hop_by_hop(&mut parts.headers, false);
         let idle = response_idle(&parts.headers, upstream.response_timeout);
         return Ok(Response::from_parts(
             parts,
@@ -356,7 +360,7 @@ async fn proxy(
     let Some(resp_engine) = &route.response_engine else {
         let (mut parts, body) = res.into_parts();
         let idle = response_idle(&parts.headers, upstream.response_timeout);
-        parts.headers = headers::response_headers(&parts.headers, false);
+        headers::strip_hop_by_hop(&mut parts.headers, false);
         return Ok(Response::from_parts(
             parts,
             body::boxed(body::Idle::new(body, idle)),
@@ -367,7 +371,7 @@ async fn proxy(
         .map_err(|_| ProxyError::UpstreamBadResponse)?;
     let ctype = parts.headers.get(header::CONTENT_TYPE).cloned();
     let is_sse = essence(ctype.as_ref()).as_deref() == Some("text/event-stream");
-    parts.headers = headers::response_headers(&parts.headers, true);
+    headers::strip_hop_by_hop(&mut parts.headers, true);
     if let Some(v) = coding.header_value() {
         parts.headers.insert(header::CONTENT_ENCODING, v);
     }
