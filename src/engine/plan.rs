@@ -410,7 +410,7 @@ impl Automaton {
 
     /// The start states. A walk starts with them on an empty stack (the
     /// stack holds only sets past the determinised ones).
-    pub(crate) fn start(&self, stack: &mut Vec<State>) -> States {
+    pub(crate) fn start(&self, stack: &[State]) -> States {
         debug_assert!(stack.is_empty());
         States::Dfa(self.start_id)
     }
