@@ -408,10 +408,10 @@ impl Automaton {
         self.dfa = dfa;
     }
 
-    /// The start states. A walk starts with them on an empty stack (the
-    /// stack holds only sets past the determinised ones).
-    pub(crate) fn start(&self, stack: &[State]) -> States {
-        debug_assert!(stack.is_empty());
+    /// The start states, for a walk that begins: its stack, which holds only
+    /// sets past the determinised ones, starts empty.
+    pub(crate) fn start(&self, stack: &mut Vec<State>) -> States {
+        stack.clear();
         States::Dfa(self.start_id)
     }
 
