@@ -6,6 +6,7 @@
 //! where the expected output can be computed with the same rules and key.
 
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -1705,4 +1706,96 @@ async fn pass_through_route_forwards_unchanged_and_only_where_declared() {
     );
     let e = scrim::config::load_str(&none, &path).expect_err("a route without rules");
     assert!(e.to_string().contains("pass_through = true"), "{e}");
+}
+
+/// A raw HTTP/1.1 upstream: answers every request `200 {}` without
+/// `Connection: close`, so the proxy may keep the connection; with `close`
+/// it then closes it anyway, as an upstream does at its keep-alive limit.
+/// Returns its address and the number of connections it accepted.
+async fn counting_upstream(close: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // One request: the head, then Content-Length bytes.
+                    let (head_end, len) = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+                            let len = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                            break (i + 4, len);
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    while buf.len() < head_end + len {
+                        let mut chunk = [0u8; 4096];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..head_end + len);
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+                    if s.write_all(answer).await.is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_kept_and_one_the_upstream_closed_is_not_reused() {
+    for close in [false, true] {
+        let (addr, accepted) = counting_upstream(close).await;
+        let routes = format!(
+            "[[route]]\npath_prefix = \"/pass/\"\nupstream = \"up\"\npass_through = true\n\n{}",
+            audience_route()
+        );
+        let proxy = Proxy::start(
+            tempdir(),
+            &config(&format!("http://{addr}"), "", "", &routes),
+        )
+        .await;
+        let client = h1_client();
+        for i in 0..20 {
+            let path = if i % 2 == 0 { "/pass/x" } else { "/collect/e" };
+            let r = send(
+                &client,
+                post(&proxy.url(path), "application/json", full(event_json())),
+            )
+            .await;
+            assert_eq!(r.status, StatusCode::OK, "request {i}, close={close}");
+            assert_eq!(r.body, b"{}");
+            if close {
+                // Time for the proxy to see the close of an idle connection.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let n = accepted.load(Ordering::SeqCst);
+        if close {
+            assert_eq!(n, 20, "a connection the upstream closed is never reused");
+        } else {
+            assert_eq!(
+                n, 1,
+                "one kept connection serves requests one after another"
+            );
+        }
+        proxy.stop().await;
+    }
 }

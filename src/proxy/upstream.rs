@@ -1,18 +1,51 @@
-//! The connection to one upstream: a pooled hyper-util client over rustls
-//! (system roots plus an optional CA file; ALPN h2 and http/1.1), with a
-//! connect timeout here and the response timeout in the proxy.
+//! The connection to one upstream, with a connect timeout here and the
+//! response timeout in the proxy.
+//!
+//! - `https://` upstreams: a pooled hyper-util client over rustls (system
+//!   roots plus an optional CA file; ALPN h2 and http/1.1).
+//! - `http://` upstreams (a sidecar, a collector in the same cluster): a
+//!   lean pool of HTTP/1.1 connections ([`Plain`]). On the hot path it costs
+//!   a lock and a scan of a short list, where hyper-util's pool hashes its
+//!   key, checks out through futures and spawns a task per request to give
+//!   the connection back.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{header, HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
 
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use super::BoxBody;
+use super::{BoxBody, BoxError};
 use crate::config::UpstreamConfig;
 
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, BoxBody>;
+type TlsClient = Client<HttpsConnector<HttpConnector>, BoxBody>;
+
+/// How long a connection may stay idle in a pool.
+const IDLE: Duration = Duration::from_secs(90);
+
+/// The client of one upstream; cheap to clone (routes to one upstream share
+/// its pool).
+#[derive(Clone)]
+pub enum HttpClient {
+    Plain(Plain),
+    Tls(TlsClient),
+}
+
+impl HttpClient {
+    /// Sends `req` (absolute URI) and resolves to the response head.
+    pub async fn request(&self, req: Request<BoxBody>) -> Result<Response<Incoming>, BoxError> {
+        match self {
+            HttpClient::Plain(p) => p.request(req).await,
+            HttpClient::Tls(c) => Ok(c.request(req).await?),
+        }
+    }
+}
 
 /// Why an upstream client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +62,9 @@ pub enum UpstreamError {
 }
 
 pub fn client(cfg: &UpstreamConfig) -> Result<HttpClient, UpstreamError> {
+    if cfg.scheme == http::uri::Scheme::HTTP {
+        return Ok(HttpClient::Plain(Plain::new(cfg)));
+    }
     let mut roots = rustls::RootCertStore::empty();
     // Unreadable system certificates are skipped: an upstream that needs
     // them fails its TLS handshake with a 502, which names the problem.
@@ -73,7 +109,132 @@ pub fn client(cfg: &UpstreamConfig) -> Result<HttpClient, UpstreamError> {
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(std::time::Duration::from_secs(90))
-        .build(https))
+    Ok(HttpClient::Tls(
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(IDLE)
+            .build(https),
+    ))
+}
+
+/// HTTP/1.1 connections to one plain-HTTP upstream.
+#[derive(Clone)]
+pub struct Plain {
+    inner: Arc<PlainInner>,
+}
+
+struct PlainInner {
+    /// `host:port`, resolved at each connect (DNS may move).
+    addr: String,
+    host: HeaderValue,
+    connect_timeout: Duration,
+    /// Connections given back after their last response head arrived: an
+    /// entry is usable again once hyper says it is ready (its last response
+    /// body has been read), which a checkout tests without waiting.
+    idle: Mutex<Vec<Pooled>>,
+}
+
+struct Pooled {
+    sender: http1::SendRequest<BoxBody>,
+    since: Instant,
+}
+
+impl Plain {
+    fn new(cfg: &UpstreamConfig) -> Self {
+        let port = cfg.authority.port_u16().unwrap_or(80);
+        Self {
+            inner: Arc::new(PlainInner {
+                addr: format!("{}:{port}", cfg.authority.host()),
+                host: HeaderValue::from_str(cfg.authority.as_str())
+                    .expect("an authority is a valid header value"),
+                connect_timeout: cfg.connect_timeout,
+                idle: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    async fn request(&self, mut req: Request<BoxBody>) -> Result<Response<Incoming>, BoxError> {
+        // HTTP/1.1 wants the origin form and a Host header.
+        let origin = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        *req.uri_mut() = http::Uri::from(origin);
+        if !req.headers().contains_key(header::HOST) {
+            req.headers_mut()
+                .insert(header::HOST, self.inner.host.clone());
+        }
+        let req = match self.checkout() {
+            Some(mut sender) => match sender.try_send_request(req).await {
+                Ok(res) => {
+                    self.give_back(sender);
+                    return Ok(res);
+                }
+                // A kept connection the upstream closed before the request
+                // went out: the request was not sent, so it may go again on
+                // a fresh one. Anything else failed after sending.
+                Err(mut e) => match e.take_message() {
+                    Some(req) => req,
+                    None => return Err(e.into_error().into()),
+                },
+            },
+            None => req,
+        };
+        let mut sender = self.connect().await?;
+        let res = sender.send_request(req).await?;
+        self.give_back(sender);
+        Ok(res)
+    }
+
+    /// A connection ready for a request, dropping the closed and the idle
+    /// for too long on the way. Busy ones stay for later. From the newest:
+    /// the one given back last is often still busy, the ones before it ready,
+    /// so a checkout looks at few entries even with many connections.
+    fn checkout(&self) -> Option<http1::SendRequest<BoxBody>> {
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let mut i = idle.len();
+        while i > 0 {
+            i -= 1;
+            let p = &idle[i];
+            if p.sender.is_closed() {
+                // What `swap_remove` moves here was looked at already.
+                idle.swap_remove(i);
+            } else if p.sender.is_ready() {
+                let p = idle.swap_remove(i);
+                if now.duration_since(p.since) < IDLE {
+                    return Some(p.sender);
+                }
+            }
+        }
+        None
+    }
+
+    fn give_back(&self, sender: http1::SendRequest<BoxBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.push(Pooled {
+            sender,
+            since: Instant::now(),
+        });
+    }
+
+    async fn connect(&self) -> Result<http1::SendRequest<BoxBody>, BoxError> {
+        let tcp = tokio::time::timeout(
+            self.inner.connect_timeout,
+            tokio::net::TcpStream::connect(self.inner.addr.as_str()),
+        )
+        .await
+        .map_err(|_| "connect timed out")??;
+        tcp.set_nodelay(true)?;
+        let (sender, conn) = http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
 }
