@@ -215,10 +215,17 @@ impl Plain {
             return;
         }
         let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.push(Pooled {
-            sender,
-            since: Instant::now(),
-        });
+        // Checkouts take from the newest end, so after a burst the oldest
+        // would never be looked at: when the first entry has closed or idled
+        // out, sweep them all (then the first is fresh again: rarely done).
+        let now = Instant::now();
+        let gone = |p: &Pooled| {
+            p.sender.is_closed() || (p.sender.is_ready() && now.duration_since(p.since) >= IDLE)
+        };
+        if idle.first().is_some_and(gone) {
+            idle.retain(|p| !gone(p));
+        }
+        idle.push(Pooled { sender, since: now });
     }
 
     async fn connect(&self) -> Result<http1::SendRequest<BoxBody>, BoxError> {
