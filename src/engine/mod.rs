@@ -213,7 +213,8 @@ impl Engine {
             seen: (self.guard != crate::privacy::guard::LeakMode::Off).then(Vec::new),
             guard: self.guard,
             limits: &self.limits,
-            stack: Vec::with_capacity(32),
+            // Only sets past the determinised ones go here: rarely used.
+            stack: Vec::new(),
             depth: 0,
             stats: Stats::default(),
             out,

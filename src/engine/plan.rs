@@ -281,6 +281,9 @@ struct DfaState {
     /// The states, in the order stepping state by state produces them (the
     /// winner among equally ranked rules is the first, so the order is kept).
     nfa: Vec<State>,
+    /// The states of `nfa` that completed their selector, in that order:
+    /// the winner is among them, and most sets have none or one.
+    completed: Vec<State>,
     /// Keys some selector names at one of the states, and where they lead.
     keys: Vec<(Box<str>, u32)>,
     /// The same, hashed, when there are many.
@@ -349,8 +352,14 @@ impl Automaton {
             }
             let id = dfa.len() as u32;
             ids.insert(set.clone(), id);
+            let completed = set
+                .iter()
+                .filter(|st| st.pos as usize == self.selectors[st.rule as usize].1.len())
+                .copied()
+                .collect();
             dfa.push(DfaState {
                 nfa: set,
+                completed,
                 ..Default::default()
             });
             id
@@ -480,7 +489,7 @@ impl Automaton {
         at: &States,
     ) -> Option<RuleIdx> {
         let states = match at {
-            States::Dfa(id) => &self.dfa[*id as usize].nfa[..],
+            States::Dfa(id) => &self.dfa[*id as usize].completed[..],
             States::Nfa(r) => &stack[r.clone()],
         };
         let mut best: Option<RuleIdx> = None;
@@ -646,6 +655,38 @@ mod tests {
             seed ^= seed << 17;
             (seed % n as u64) as usize
         };
+        // Ranks with ties, so that the order of the states decides some
+        // winners.
+        let rules: Vec<CompiledRule> = SELS
+            .iter()
+            .enumerate()
+            .map(|(i, sel)| CompiledRule {
+                id: format!("r{i}"),
+                target: Target::Body,
+                selector: (*sel).to_owned(),
+                action: Action::Keep,
+                rank: Rank {
+                    specificity: (i % 2, 0, std::cmp::Reverse(0)),
+                    strictness: (i % 3) as u8,
+                },
+            })
+            .collect();
+        // The winner as it was found before the sets were determinised: over
+        // every state of the set, in order.
+        let reference_winner = |a: &Automaton, set: &[State]| {
+            let mut best: Option<RuleIdx> = None;
+            for st in set {
+                let (rule, segs) = &a.selectors[st.rule as usize];
+                if st.pos as usize != segs.len() {
+                    continue;
+                }
+                best = match best {
+                    Some(b) if rules[b as usize].rank >= rules[*rule as usize].rank => Some(b),
+                    _ => Some(*rule),
+                };
+            }
+            best
+        };
         let mut undetermined = 0;
         for max in [MAX_DFA_STATES, 1, 2, 3, 5, 8] {
             for take in [1, 2, 3, 5, SELS.len()] {
@@ -668,6 +709,10 @@ mod tests {
                         reference = reference[to].to_vec();
                         assert_eq!(states_of(&a, &stack, &at), &reference[..], "{max} {step:?}");
                         assert_eq!(at.is_empty(), reference.is_empty());
+                        assert_eq!(
+                            a.winner(&rules, &stack, &at),
+                            reference_winner(&a, &reference)
+                        );
                     }
                 }
             }
