@@ -382,6 +382,23 @@ impl<'e> Ctx<'e> {
         keep: bool,
     ) -> (States, Option<RuleIdx>, bool) {
         let states = self.auto.step(&mut self.stack, parent, step);
+        self.decide(states, keep)
+    }
+
+    /// [`child`](Self::child) by an object key, and whether the key is
+    /// known to leave as it is (see [`Automaton::step_key`]).
+    fn child_key(
+        &mut self,
+        parent: &States,
+        key: &str,
+        keep: bool,
+    ) -> (States, Option<RuleIdx>, bool, bool) {
+        let (states, plain) = self.auto.step_key(&mut self.stack, parent, key);
+        let (states, winner, dead) = self.decide(states, keep);
+        (states, winner, dead, plain)
+    }
+
+    fn decide(&self, states: States, keep: bool) -> (States, Option<RuleIdx>, bool) {
         let winner = self.auto.winner(&self.rules.rules, &self.stack, &states);
         let dead = match winner {
             Some(r) => matches!(self.rules.rules[r as usize].action, Action::Drop),
@@ -596,7 +613,7 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
         let mut empty = true;
         while let Some(key) = map.next_key_seed(KeySeed)? {
             let base = cx.stack.len();
-            let (states, rule, dead) = cx.child(&self.states, Step::Key(&key), keep);
+            let (states, rule, dead, plain_key) = cx.child_key(&self.states, &key, keep);
             let path = cx.unknown.as_deref_mut().map(|u| u.push_key(&key));
             if dead {
                 map.next_value::<IgnoredAny>()?;
@@ -609,7 +626,11 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
                 if !empty {
                     cx.out.push(b',');
                 }
-                let shown = cx.scrub_key(&key);
+                let shown = if plain_key {
+                    Cow::Borrowed(&*key)
+                } else {
+                    cx.scrub_key(&key)
+                };
                 match (&key, &shown) {
                     // Borrowed from the input, so free of escapes, and kept.
                     (Cow::Borrowed(_), Cow::Borrowed(k)) => {

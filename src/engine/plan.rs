@@ -285,12 +285,22 @@ struct DfaState {
     /// the winner is among them, and most sets have none or one.
     completed: Vec<State>,
     /// Keys some selector names at one of the states, and where they lead.
-    keys: Vec<(Box<str>, u32)>,
+    keys: Vec<(Box<str>, KeyEdge)>,
     /// The same, hashed, when there are many.
-    keys_hashed: Option<HashMap<Box<str>, u32, BuildHasherDefault<KeyHasher>>>,
+    keys_hashed: Option<HashMap<Box<str>, KeyEdge, BuildHasherDefault<KeyHasher>>>,
     other_key: u32,
     indices: Vec<(usize, u32)>,
     other_index: u32,
+}
+
+/// Where a named key leads, and whether it can leave as it is.
+#[derive(Clone, Copy, Debug)]
+struct KeyEdge {
+    to: u32,
+    /// The key holds nothing the walk would scrub from an object key
+    /// (`scrub::may_hold_personal` is false), decided once here instead
+    /// of for every member of every document.
+    plain: bool,
 }
 
 /// Above this many named keys a state looks keys up by hash.
@@ -394,9 +404,15 @@ impl Automaton {
                 let to = self.step_nfa(&mut stack, 0..set.len(), step);
                 stack[to].to_vec()
             };
-            let key_targets: Vec<(Box<str>, u32)> = keys
+            let key_targets: Vec<(Box<str>, KeyEdge)> = keys
                 .iter()
-                .map(|&k| (Box::from(k), intern(step(Step::Key(k)), &mut dfa)))
+                .map(|&k| {
+                    let edge = KeyEdge {
+                        to: intern(step(Step::Key(k)), &mut dfa),
+                        plain: !super::scrub::may_hold_personal(k),
+                    };
+                    (Box::from(k), edge)
+                })
                 .collect();
             let other_key = intern(step(Step::Key(&other)), &mut dfa);
             let index_targets: Vec<(usize, u32)> = indices
@@ -427,33 +443,55 @@ impl Automaton {
     /// The states reached from `from` by one path step (pushed on `stack`
     /// when they were not determinised).
     pub(crate) fn step(&self, stack: &mut Vec<State>, from: &States, step: Step<'_>) -> States {
+        self.step_noting(stack, from, step).0
+    }
+
+    /// [`step`](Self::step) by an object key, and whether the key is one a
+    /// selector names that needs no scrubbing (`false` when unsure).
+    pub(crate) fn step_key(
+        &self,
+        stack: &mut Vec<State>,
+        from: &States,
+        key: &str,
+    ) -> (States, bool) {
+        self.step_noting(stack, from, Step::Key(key))
+    }
+
+    fn step_noting(&self, stack: &mut Vec<State>, from: &States, step: Step<'_>) -> (States, bool) {
         let id = match *from {
             States::Dfa(id) => id,
-            States::Nfa(ref r) => return States::Nfa(self.step_nfa(stack, r.clone(), step)),
+            States::Nfa(ref r) => {
+                return (States::Nfa(self.step_nfa(stack, r.clone(), step)), false)
+            }
         };
         let d = &self.dfa[id as usize];
-        let to = match step {
+        let (to, plain) = match step {
             Step::Key(k) => match &d.keys_hashed {
                 Some(map) => map.get(k).copied(),
                 None => d
                     .keys
                     .iter()
                     .find(|(name, _)| name.len() == k.len() && **name == *k)
-                    .map(|&(_, to)| to),
+                    .map(|&(_, edge)| edge),
             }
-            .unwrap_or(d.other_key),
-            Step::Index(i) => d
-                .indices
-                .iter()
-                .find(|&&(n, _)| n == i)
-                .map_or(d.other_index, |&(_, to)| to),
+            .map_or((d.other_key, false), |e| (e.to, e.plain)),
+            Step::Index(i) => (
+                d.indices
+                    .iter()
+                    .find(|&&(n, _)| n == i)
+                    .map_or(d.other_index, |&(_, to)| to),
+                false,
+            ),
         };
         if to != UNDETERMINISED {
-            return States::Dfa(to);
+            return (States::Dfa(to), plain);
         }
         let begin = stack.len();
         stack.extend_from_slice(&d.nfa);
-        States::Nfa(self.step_nfa(stack, begin..stack.len(), step))
+        (
+            States::Nfa(self.step_nfa(stack, begin..stack.len(), step)),
+            plain,
+        )
     }
 
     /// [`Automaton::step`] state by state.
@@ -688,6 +726,7 @@ mod tests {
             best
         };
         let mut undetermined = 0;
+        let mut plain_keys = 0;
         for max in [MAX_DFA_STATES, 1, 2, 3, 5, 8] {
             for take in [1, 2, 3, 5, SELS.len()] {
                 let mut a = auto(&SELS[..take]);
@@ -702,7 +741,15 @@ mod tests {
                         } else {
                             Step::Key(KEYS[next(KEYS.len())])
                         };
-                        at = a.step(&mut stack, &at, step);
+                        let (next_at, plain) = match step {
+                            Step::Key(k) => a.step_key(&mut stack, &at, k),
+                            Step::Index(_) => (a.step(&mut stack, &at, step), false),
+                        };
+                        if let (true, Step::Key(k)) = (plain, step) {
+                            assert!(!crate::engine::scrub::may_hold_personal(k), "{k:?}");
+                            plain_keys += 1;
+                        }
+                        at = next_at;
                         undetermined += usize::from(matches!(at, States::Nfa(_)));
                         let len = reference.len();
                         let to = a.step_nfa(&mut reference, 0..len, step);
@@ -718,6 +765,7 @@ mod tests {
             }
         }
         assert!(undetermined > 1000, "{undetermined}");
+        assert!(plain_keys > 1000, "{plain_keys}");
     }
 
     #[test]
