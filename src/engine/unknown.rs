@@ -34,11 +34,7 @@ pub struct UnknownFields {
     /// Raw key text of the current path's key segments, back to back.
     buf: String,
     segs: Vec<Seg>,
-    /// Per target (`Target as usize`), name -> count. FNV: names are short,
-    /// and at most [`MAX_PATHS`] of them are kept, so flooding is bounded.
-    counts: [HashMap<String, u64, Fnv>; 4],
-    distinct: usize,
-    overflow: u64,
+    counts: Counts,
     /// What the walk in progress reads (body or query).
     target: Target,
     /// The name being recorded, reused so a name seen before costs no
@@ -133,45 +129,21 @@ impl UnknownFields {
     }
 
     fn add(&mut self, target: Target, name: &str) {
-        let counts = &mut self.counts[target as usize];
-        if let Some(c) = counts.get_mut(name) {
-            // A zero is a name kept from before a `clear`.
-            if *c == 0 {
-                if self.distinct >= MAX_PATHS {
-                    self.overflow = self.overflow.saturating_add(1);
-                    return;
-                }
-                self.distinct += 1;
-            }
-            *c = c.saturating_add(1);
-        } else if self.distinct < MAX_PATHS {
-            counts.insert(name.to_owned(), 1);
-            self.distinct += 1;
-        } else {
-            self.overflow = self.overflow.saturating_add(1);
-        }
+        self.counts.add(target, name, 1);
     }
 
     pub fn is_empty(&self) -> bool {
-        self.distinct == 0 && self.overflow == 0
+        self.counts.is_empty()
     }
 
     /// Occurrences that did not fit under [`MAX_PATHS`] distinct names.
     pub fn overflow(&self) -> u64 {
-        self.overflow
+        self.counts.overflow
     }
 
     /// `(target, name, count)`, sorted by target then name.
     pub fn fields(&self) -> Vec<(Target, &str, u64)> {
-        let mut v: Vec<_> = ALL_TARGETS
-            .into_iter()
-            .flat_map(|t| {
-                self.counts[t as usize]
-                    .iter()
-                    .filter(|(_, c)| **c > 0)
-                    .map(move |(n, c)| (t, n.as_str(), *c))
-            })
-            .collect();
+        let mut v: Vec<_> = self.counts.iter().collect();
         v.sort();
         v
     }
@@ -183,16 +155,7 @@ impl UnknownFields {
     pub fn clear(&mut self) {
         self.buf.clear();
         self.segs.clear();
-        let kept: usize = self.counts.iter().map(HashMap::len).sum();
-        for c in &mut self.counts {
-            if kept > MAX_PATHS {
-                c.clear();
-            } else {
-                c.values_mut().for_each(|n| *n = 0);
-            }
-        }
-        self.distinct = 0;
-        self.overflow = 0;
+        self.counts.clear_keeping_names();
     }
 
     /// A cleared collector from this thread's pool, given back (cleared)
@@ -251,23 +214,65 @@ impl Drop for Lent {
 /// Every target, in report order (the index of each is `Target as usize`).
 const ALL_TARGETS: [Target; 4] = [Target::Body, Target::Query, Target::Header, Target::Cookie];
 
-fn add_capped(
-    counts: &mut [HashMap<String, u64, Fnv>; 4],
-    distinct: &mut usize,
-    overflow: &mut u64,
-    cap: usize,
-    (target, name): (Target, &str),
-    n: u64,
-) {
-    let slot = &mut counts[target as usize];
-    // Looked up by `&str`: a name seen before costs no allocation.
-    if let Some(c) = slot.get_mut(name) {
-        *c = c.saturating_add(n);
-    } else if *distinct < cap {
-        slot.insert(name.to_owned(), n);
-        *distinct += 1;
-    } else {
-        *overflow = overflow.saturating_add(n);
+/// Per target (`Target as usize`), name -> count, at most [`MAX_PATHS`]
+/// names counted; what comes past them is overflow. FNV: names are short
+/// and bounded in number, so flooding is bounded. A zero count is a name
+/// kept from before [`Counts::clear_keeping_names`], not counted.
+#[derive(Debug, Default)]
+struct Counts {
+    counts: [HashMap<String, u64, Fnv>; 4],
+    distinct: usize,
+    overflow: u64,
+}
+
+impl Counts {
+    fn add(&mut self, target: Target, name: &str, n: u64) {
+        let slot = &mut self.counts[target as usize];
+        // Looked up by `&str`: a name seen before costs no allocation.
+        if let Some(c) = slot.get_mut(name) {
+            if *c == 0 {
+                if self.distinct >= MAX_PATHS {
+                    self.overflow = self.overflow.saturating_add(n);
+                    return;
+                }
+                self.distinct += 1;
+            }
+            *c = c.saturating_add(n);
+        } else if self.distinct < MAX_PATHS {
+            slot.insert(name.to_owned(), n);
+            self.distinct += 1;
+        } else {
+            self.overflow = self.overflow.saturating_add(n);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.distinct == 0 && self.overflow == 0
+    }
+
+    /// `(target, name, count)` of the names counted, in no order.
+    fn iter(&self) -> impl Iterator<Item = (Target, &str, u64)> {
+        ALL_TARGETS.into_iter().flat_map(move |t| {
+            self.counts[t as usize]
+                .iter()
+                .filter(|(_, c)| **c > 0)
+                .map(move |(n, c)| (t, n.as_str(), *c))
+        })
+    }
+
+    /// Zeroes the counts, keeping the names (so counting them again
+    /// allocates nothing) unless there are more than [`MAX_PATHS`].
+    fn clear_keeping_names(&mut self) {
+        let kept: usize = self.counts.iter().map(HashMap::len).sum();
+        for c in &mut self.counts {
+            if kept > MAX_PATHS {
+                c.clear();
+            } else {
+                c.values_mut().for_each(|n| *n = 0);
+            }
+        }
+        self.distinct = 0;
+        self.overflow = 0;
     }
 }
 
@@ -324,15 +329,7 @@ const _: () = assert!(
 /// key rotations and reloads. One lock per request that had any.
 #[derive(Debug, Default)]
 pub struct UnknownTally {
-    inner: Mutex<Tally>,
-}
-
-#[derive(Debug, Default)]
-struct Tally {
-    /// Per target (`Target as usize`), name -> count.
-    counts: [HashMap<String, u64, Fnv>; 4],
-    distinct: usize,
-    overflow: u64,
+    inner: Mutex<Counts>,
 }
 
 impl UnknownTally {
@@ -348,18 +345,11 @@ impl UnknownTally {
         let Ok(mut t) = self.inner.lock() else {
             return;
         };
-        let Tally {
-            counts,
-            distinct,
-            overflow,
-        } = &mut *t;
         // In any order: no sort, no allocation for names seen before.
-        for target in ALL_TARGETS {
-            for (name, &n) in u.counts[target as usize].iter().filter(|(_, n)| **n > 0) {
-                add_capped(counts, distinct, overflow, MAX_PATHS, (target, name), n);
-            }
+        for (target, name, n) in u.counts.iter() {
+            t.add(target, name, n);
         }
-        *overflow = overflow.saturating_add(u.overflow);
+        t.overflow = t.overflow.saturating_add(u.counts.overflow);
     }
 
     /// `(target, name, count)` sorted by target then name, and the overflow.
@@ -367,13 +357,9 @@ impl UnknownTally {
         let Ok(t) = self.inner.lock() else {
             return (Vec::new(), 0);
         };
-        let mut v: Vec<_> = ALL_TARGETS
-            .into_iter()
-            .flat_map(|target| {
-                t.counts[target as usize]
-                    .iter()
-                    .map(move |(n, c)| (target, n.clone(), *c))
-            })
+        let mut v: Vec<_> = t
+            .iter()
+            .map(|(target, n, c)| (target, n.to_owned(), c))
             .collect();
         v.sort();
         (v, t.overflow)
@@ -489,7 +475,7 @@ mod tests {
         assert_eq!(u.overflow(), 7);
         // Past the cap the kept names go, so the maps stay bounded.
         u.clear();
-        assert_eq!(u.counts.iter().map(HashMap::len).sum::<usize>(), 0);
+        assert_eq!(u.counts.counts.iter().map(HashMap::len).sum::<usize>(), 0);
         drop(u);
 
         let mut lent = UnknownFields::lend();

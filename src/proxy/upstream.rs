@@ -34,7 +34,7 @@ const IDLE: Duration = Duration::from_secs(90);
 #[derive(Clone)]
 pub enum HttpClient {
     Plain(Plain),
-    Tls(TlsClient),
+    Tls(Box<TlsClient>),
 }
 
 impl HttpClient {
@@ -109,11 +109,11 @@ pub fn client(cfg: &UpstreamConfig) -> Result<HttpClient, UpstreamError> {
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
-    Ok(HttpClient::Tls(
+    Ok(HttpClient::Tls(Box::new(
         Client::builder(TokioExecutor::new())
             .pool_idle_timeout(IDLE)
             .build(https),
-    ))
+    )))
 }
 
 /// HTTP/1.1 connections to one plain-HTTP upstream.
