@@ -64,11 +64,10 @@ pub fn request_headers_reporting(
         }
     };
     let mut out = HeaderMap::with_capacity(incoming.len());
-    let named_by_connection = connection_tokens(incoming);
     for (name, value) in incoming {
         let n = name.as_str();
         if HOP_BY_HOP.contains(&n)
-            || named_by_connection.iter().any(|t| t == n)
+            || named_by_connection(incoming, n)
             || n == "host"
             || n == "content-length"
             || n == "content-encoding"
@@ -107,7 +106,7 @@ pub fn request_headers_reporting(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
-    if !cookies.is_empty() && !named_by_connection.iter().any(|t| t == "cookie") {
+    if !cookies.is_empty() && !named_by_connection(incoming, "cookie") {
         if let Some(v) = engine
             .cookies_reporting(&cookies.join("; "), unknown)
             .and_then(|v| HeaderValue::from_str(&v).ok())
@@ -143,29 +142,29 @@ pub fn request_headers_reporting(
 /// rewritten, the length and encoding headers go too (the caller sets new
 /// ones). A map with nothing to remove, the usual case, is not touched.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, body_rewritten: bool) {
-    let named_by_connection = connection_tokens(headers);
     let doomed = |name: &HeaderName| {
         let n = name.as_str();
         HOP_BY_HOP.contains(&n)
-            || named_by_connection.iter().any(|t| t == n)
+            || named_by_connection(headers, n)
             || (body_rewritten
                 && (name == header::CONTENT_LENGTH || name == header::CONTENT_ENCODING))
     };
     if !headers.keys().any(doomed) {
         return;
     }
+    // Collected first: removing `Connection` would forget what it names.
     let names: Vec<HeaderName> = headers.keys().filter(|n| doomed(n)).cloned().collect();
     for name in names {
         headers.remove(name);
     }
 }
 
-fn connection_tokens(h: &HeaderMap) -> Vec<String> {
+/// Does a `Connection` header name `n` (lower case)? Read in place: most
+/// messages say only `keep-alive` or `close`, and nothing is copied for them.
+fn named_by_connection(h: &HeaderMap, n: &str) -> bool {
     h.get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect()
+        .any(|t| t.trim().eq_ignore_ascii_case(n))
 }

@@ -1,6 +1,8 @@
 //! Which route a request takes: host, then path (exact or prefix on a
 //! normalised path), then method; first match in file order wins.
 
+use std::borrow::Cow;
+
 use http::Method;
 
 use crate::config::{PathMatch, RouteConfig};
@@ -8,9 +10,17 @@ use crate::config::{PathMatch, RouteConfig};
 /// Normalises a request path for matching: resolves `.` and `..`, collapses
 /// `//`. `None` for a path that climbs above the root or is not absolute,
 /// which no route may match (a `..` must never escape a prefix route).
-pub fn normalise(path: &str) -> Option<String> {
+pub fn normalise(path: &str) -> Option<Cow<'_, str>> {
     if !path.starts_with('/') {
         return None;
+    }
+    // Most paths are normal already: no empty, dot, escaped or
+    // `;`-parameter segment, no backslash. They are returned as they are.
+    let plain = !path.contains("//")
+        && !path.bytes().any(|b| matches!(b, b'%' | b';' | b'\\'))
+        && !path.split('/').any(|seg| seg == "." || seg == "..");
+    if plain {
+        return Some(Cow::Borrowed(path));
     }
     let mut parts: Vec<&str> = Vec::new();
     for seg in path.split('/') {
@@ -51,7 +61,7 @@ pub fn normalise(path: &str) -> Option<String> {
     if out.is_empty() || (path.ends_with('/') && !parts.is_empty()) {
         out.push('/');
     }
-    Some(out)
+    Some(Cow::Owned(out))
 }
 
 /// Does `route` take a request with this host, normalised path and method?
@@ -197,5 +207,13 @@ mod tests {
         assert_eq!(normalise("/a/..;/b"), None);
         assert_eq!(normalise("/a/.%2E;x=1/b"), None);
         assert_eq!(normalise("/a/b;v=1/c").as_deref(), Some("/a/b;v=1/c"));
+        // The paths returned as they are give what the full walk gives.
+        for p in ["/", "/a", "/a/b/", "/a.b/c..d/.e", "/pseudo/event"] {
+            assert!(matches!(normalise(p), Some(Cow::Borrowed(_))), "{p}");
+            let dotted = format!("{p}/./");
+            let walked = normalise(&dotted).unwrap();
+            assert!(matches!(walked, Cow::Owned(_)), "{dotted}");
+            assert_eq!(walked.trim_end_matches('/'), p.trim_end_matches('/'), "{p}");
+        }
     }
 }
