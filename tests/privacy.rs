@@ -130,6 +130,80 @@ async fn consent_by_body_field_is_decided_per_event() {
     proxy.stop().await;
 }
 
+/// A consent read from a field decides Sentry events and envelopes too: an
+/// envelope is one event, withheld whole when its event item lacks consent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_by_body_field_decides_sentry_events_and_envelopes() {
+    let up = Upstream::start(ok_responder()).await;
+    let rules = "[purpose]\nid = \"errors\"\nlegal_basis = \"consent\"\nretention = \"30 days\"\n\
+                 recipient = \"error-tracking\"\n\n[purpose.consent]\nfield = \"tags.consent\"\n\n\
+                 [[rule]]\nfield = \"envelope.event_id\"\naction = \"keep\"\n\
+                 [[rule]]\nfield = \"event.message\"\naction = \"keep\"\n\
+                 [[rule]]\nfield = \"event.user.email\"\naction = \"pseudonymise\"\nkind = \"email\"\n";
+    let routes = format!(
+        "[[route]]\npath_prefix = \"/api/1/envelope/\"\nupstream = \"up\"\ninline_rules = '''\n{rules}\n'''\n\
+         [[route]]\npath_prefix = \"/api/1/store/\"\nupstream = \"up\"\nbody_format = \"sentry-event\"\n\
+         inline_rules = '''\n{rules}\n'''\n"
+    );
+    let proxy = Proxy::start(
+        tempdir(),
+        &format!(
+            "[[listener]]\naddr = \"127.0.0.1:0\"\n[upstream.up]\nurl = \"{}\"\n{routes}",
+            up.url()
+        ),
+    )
+    .await;
+    let event = |consent: &str| {
+        format!(r#"{{"message":"boom","user":{{"email":"ann@example.es"}}{consent}}}"#)
+    };
+    let granted = event(r#","tags":{"consent":"granted"}"#);
+    let refused = event("");
+    let envelope = |ev: &str| {
+        format!(
+            "{{\"event_id\":\"9ec79c33ec9942ab8353589fcb2e04dc\"}}\n{{\"type\":\"event\"}}\n{ev}\n"
+        )
+    };
+    let client = h1_client();
+    let mut forwarded = 0;
+    for (path, ctype, body, consents) in [
+        (
+            "/api/1/envelope/",
+            "application/x-sentry-envelope",
+            envelope(&granted),
+            true,
+        ),
+        (
+            "/api/1/envelope/",
+            "application/x-sentry-envelope",
+            envelope(&refused),
+            false,
+        ),
+        ("/api/1/store/", "application/json", granted.clone(), true),
+        ("/api/1/store/", "application/json", refused.clone(), false),
+    ] {
+        let r = send(&client, post(&proxy.url(path), ctype, full(body))).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text());
+        let reqs = up.requests();
+        if consents {
+            forwarded += 1;
+            assert_eq!(reqs.len(), forwarded, "{path}: forwarded with consent");
+            let text = String::from_utf8(reqs[forwarded - 1].body.clone()).unwrap();
+            assert!(
+                text.contains("boom") && !text.contains("ann@example.es"),
+                "{text}"
+            );
+        } else {
+            assert_eq!(r.text(), "{}", "{path}: answered as success");
+            assert_eq!(
+                reqs.len(),
+                forwarded,
+                "{path}: nothing forwarded without consent"
+            );
+        }
+    }
+    proxy.stop().await;
+}
+
 /// Two replicas on one register: an objection added through one is honoured
 /// by the other within the reload interval; consent purposes are unaffected;
 /// withdrawing it restores forwarding.

@@ -75,12 +75,16 @@ impl Engine {
         let mut cx = self.ctx(false, std::mem::take(out), unknown);
         let res = walk(&mut cx, input);
         *out = std::mem::take(&mut cx.out);
-        res?;
+        let consented = res?;
         let mut stats = cx.stats;
-        // One envelope is one event: a subject's objection withholds it all.
+        // One envelope is one event: a subject's objection, or an event
+        // without consent, withholds it all.
         if cx.objected {
             out.truncate(start);
             stats.withheld_objection += 1;
+        } else if !consented {
+            out.truncate(start);
+            stats.withheld_consent += 1;
         }
         Ok(stats)
     }
@@ -116,6 +120,11 @@ impl Engine {
             stats.withheld_objection += 1;
             return Ok(stats);
         }
+        if !super::event_consents(&self.rules, input) {
+            out.truncate(start);
+            stats.withheld_consent += 1;
+            return Ok(stats);
+        }
         self.guard_document(cx.seen.as_ref(), out, start, &mut stats)?;
         Ok(stats)
     }
@@ -130,7 +139,9 @@ struct ItemHeader {
     attachment_type: Option<String>,
 }
 
-fn walk(cx: &mut Ctx<'_>, input: &[u8]) -> Result<(), EngineError> {
+/// Walks an envelope into `cx.out`; `Ok(false)` when an event item (an
+/// `event` or a `transaction`) does not grant a consent read from a field.
+fn walk(cx: &mut Ctx<'_>, input: &[u8]) -> Result<bool, EngineError> {
     let keep = cx.rules.default_keep;
 
     // --- the envelope header ------------------------------------------------
@@ -155,12 +166,13 @@ fn walk(cx: &mut Ctx<'_>, input: &[u8]) -> Result<(), EngineError> {
 
     // --- the items ----------------------------------------------------------
     let mut payload_out = Vec::new();
+    let mut consented = true;
     loop {
         while pos < input.len() && input[pos].is_ascii_whitespace() {
             pos += 1;
         }
         if pos >= input.len() {
-            return Ok(());
+            return Ok(consented);
         }
         let head_at = pos;
         let (line, after_head) = line_at(input, pos);
@@ -195,6 +207,11 @@ fn walk(cx: &mut Ctx<'_>, input: &[u8]) -> Result<(), EngineError> {
             }
         };
         pos = next;
+        if matches!(head.ty.as_str(), EVENT | "transaction")
+            && !super::event_consents(cx.rules, payload)
+        {
+            consented = false;
+        }
         item(cx, &head, payload_at, payload, keep, &mut payload_out)?;
     }
 }

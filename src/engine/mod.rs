@@ -301,19 +301,10 @@ impl Engine {
             stats.withheld_objection += 1;
             return Ok(stats);
         }
-        let per_event = self
-            .rules
-            .consent
-            .as_ref()
-            .filter(|c| matches!(c.signal, crate::privacy::consent::Signal::Field(_)));
-        if let Some(consent) = per_event {
-            let granted = serde_json::from_slice::<serde_json::Value>(input)
-                .is_ok_and(|v| consent.event_granted(&v));
-            if !granted {
-                out.truncate(start);
-                stats.withheld_consent += 1;
-                return Ok(stats);
-            }
+        if !event_consents(&self.rules, input) {
+            out.truncate(start);
+            stats.withheld_consent += 1;
+            return Ok(stats);
         }
         self.guard_document(cx.seen.as_ref(), out, start, &mut stats)?;
         Ok(stats)
@@ -489,6 +480,13 @@ impl Engine {
             .ok()
             .map(|t| t.into_owned())
     }
+}
+
+/// Does this JSON event grant consent, where the purpose reads consent from
+/// a field of each event? Other signals (a header, a cookie) are decided on
+/// the request before any event is read: `true` here.
+pub(crate) fn event_consents(rules: &CompiledRules, event: &[u8]) -> bool {
+    rules.consent.as_ref().is_none_or(|c| c.json_granted(event))
 }
 
 #[cfg(test)]

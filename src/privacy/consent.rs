@@ -88,6 +88,15 @@ impl ConsentSpec {
         })
     }
 
+    /// For a field signal: does this JSON event, as bytes, grant consent?
+    /// `true` for the other signals, which the request's headers decide.
+    pub fn json_granted(&self, event: &[u8]) -> bool {
+        if !matches!(self.signal, Signal::Field(_)) {
+            return true;
+        }
+        serde_json::from_slice::<Value>(event).is_ok_and(|v| self.event_granted(&v))
+    }
+
     /// For a field signal in a form or query string (flat names).
     pub fn form_granted(&self, pairs: &[(String, String)]) -> bool {
         let Signal::Field(sel) = &self.signal else {
