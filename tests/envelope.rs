@@ -6,7 +6,7 @@
 //! partially), errors with byte offsets; then through the proxy (gzip in,
 //! gzip out; malformed: 400 and nothing forwarded; the store route).
 
-use std::io::{Read, Write};
+use std::io::Read;
 
 use http::{Request, StatusCode};
 use serde_json::{json, Value};
@@ -669,12 +669,6 @@ fn sentry_responder() -> ps::Responder {
     })
 }
 
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    enc.write_all(data).unwrap();
-    enc.finish().unwrap()
-}
-
 fn gunzip(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     flate2::read::GzDecoder::new(data)
@@ -696,7 +690,7 @@ async fn proxy_rewrites_a_gzip_envelope() {
     .header("x-sentry-auth", AUTH)
     .header("cookie", "session=hunter2")
     .header("x-forwarded-for", "203.0.113.77")
-    .body(ps::full(gzip(&input)))
+    .body(ps::full(ps::gzip(&input)))
     .unwrap();
     let reply = ps::send(&ps::h1_client(), req).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
@@ -764,7 +758,7 @@ async fn proxy_refuses_a_malformed_envelope_and_forwards_nothing() {
         ),
     ] {
         let raw = if gz {
-            gzip(body.as_bytes())
+            ps::gzip(body.as_bytes())
         } else {
             body.into_bytes()
         };
@@ -796,7 +790,7 @@ async fn proxy_store_endpoint_uses_the_same_rule_file() {
         .header("content-type", "application/json")
         .header("content-encoding", "gzip")
         .header("x-sentry-auth", AUTH)
-        .body(ps::full(gzip(&event)))
+        .body(ps::full(ps::gzip(&event)))
         .unwrap();
     let reply = ps::send(&ps::h1_client(), req).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());

@@ -510,8 +510,22 @@ fn raw_reply(head: String, body: Vec<u8>) -> RawReply {
     RawReply { status, head, body }
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+/// Where `needle` first occurs in `hay`.
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `b` gzipped (fast: some tests compress large bodies).
+pub fn gzip(b: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+/// One chunk of a chunked HTTP/1.1 body.
+pub fn chunk(data: &str) -> String {
+    format!("{:x}\r\n{data}\r\n", data.len())
 }
 
 pub async fn raw_connect(addr: SocketAddr) -> TcpStream {

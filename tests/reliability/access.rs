@@ -26,23 +26,13 @@ use scrim::admin::auth::{self, Denied};
 use scrim::config::file::Role;
 use scrim::config::AdminToken;
 
-use super::Cases;
+use super::{ensure, Cases, Res};
 use crate::keyring::{
     admin_call, bearer, config, free_ports, init_ring, kek_hex, route, rules, run_bounded,
     scrim_cmd, sha256_hex, spawn_scrim, start_scrim, wait_ready, ChildGuard, EMAIL_RULES,
     NOTE_RULE, OPERATOR_TOKEN, PRIVACY_TOKEN, REFUSAL_TIMEOUT, SECURITY_TOKEN,
 };
 use crate::proxy_support::{self as ps, Upstream};
-
-type Res = Result<(), String>;
-
-fn ensure(ok: bool, why: impl FnOnce() -> String) -> Res {
-    if ok {
-        Ok(())
-    } else {
-        Err(why())
-    }
-}
 
 // === every endpoint, every role, no or wrong token ============================
 

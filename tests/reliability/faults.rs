@@ -42,22 +42,12 @@ use tokio::net::{TcpListener, TcpStream};
 use scrim::keyring::ring::KeyRing;
 use scrim::keyring::store::State;
 
-use super::Cases;
+use super::{ensure, Cases, Res};
 use crate::keyring::{
     admin_call, bearer, config, init_ring, kek, kek_hex, rules, run_bounded, scrim_cmd,
     spawn_scrim, start_scrim, ChildGuard, EMAIL_RULES, REFUSAL_TIMEOUT, SECURITY_TOKEN,
 };
 use crate::proxy_support::{self as ps, HttpClient, Proxy, Responder, TestBody, Upstream, WAIT};
-
-type Res = Result<(), String>;
-
-fn ensure(ok: bool, why: impl FnOnce() -> String) -> Res {
-    if ok {
-        Ok(())
-    } else {
-        Err(why())
-    }
-}
 
 // === shared: config, events, delivery ======================================
 
@@ -270,16 +260,12 @@ impl Drop for RawUp {
     }
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 /// Reads one request (head and body); `None` at EOF.
 async fn read_request(s: &mut TcpStream) -> Option<Vec<u8>> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let head_end = loop {
-        if let Some(i) = find(&buf, b"\r\n\r\n") {
+        if let Some(i) = ps::find(&buf, b"\r\n\r\n") {
             break i + 4;
         }
         match s.read(&mut chunk).await {
@@ -919,10 +905,6 @@ async fn aborted_clean(up: &Upstream, idx: usize, lines: usize) -> Res {
     )
 }
 
-fn chunk(s: &str) -> String {
-    format!("{:x}\r\n{s}\r\n", s.len())
-}
-
 #[derive(Clone, Copy)]
 enum Cut {
     Fin,
@@ -950,7 +932,7 @@ async fn raw_stream_cut(
          {framing}\r\n\r\n"
     );
     let first = format!("{LINE_1}{LINE_2}");
-    let frame = |t: &str| if chunked { chunk(t) } else { t.to_owned() };
+    let frame = |t: &str| if chunked { ps::chunk(t) } else { t.to_owned() };
     s.write_all(head.as_bytes())
         .await
         .map_err(|e| e.to_string())?;

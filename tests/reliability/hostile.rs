@@ -256,12 +256,6 @@ fn tokens(body: &[u8]) -> usize {
         .count()
 }
 
-fn gzip(b: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(b).unwrap();
-    e.finish().unwrap()
-}
-
 fn deflate(b: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
     e.write_all(b).unwrap();
@@ -1569,10 +1563,6 @@ async fn content_length_disagrees_with_the_body() {
 }
 
 // --- 9. Content-Length with Transfer-Encoding (request smuggling) -------------------------
-
-fn chunk(data: &str) -> String {
-    format!("{:x}\r\n{data}\r\n", data.len())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_smuggling() {

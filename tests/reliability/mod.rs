@@ -8,6 +8,18 @@
 
 use std::path::PathBuf;
 
+/// One case's outcome: `Err` says what went wrong.
+pub type Res = Result<(), String>;
+
+/// `Ok` when `ok`, else the reason `why` gives.
+pub fn ensure(ok: bool, why: impl FnOnce() -> String) -> Res {
+    if ok {
+        Ok(())
+    } else {
+        Err(why())
+    }
+}
+
 /// Where records go: one JSON file per item, overwritten by each run.
 fn dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
