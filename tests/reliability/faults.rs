@@ -349,7 +349,7 @@ async fn raw_upstream(listener: TcpListener, fault: Fault) -> RawUp {
                             };
                             let _ = s.write_all(res.as_bytes()).await;
                             let _ = s.flush().await;
-                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            tokio::time::sleep(Duration::from_millis(75)).await;
                             if rst {
                                 let _ = s.set_zero_linger();
                             } else {
@@ -472,7 +472,9 @@ async fn upstream_refusing_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_hanging() {
     let mut c = Cases::new("Faults", "upstream hanging (accepts, never answers)");
-    const TIMEOUT: Duration = Duration::from_millis(400);
+    // Long enough that a loaded CI machine serves the valid requests well
+    // within it, yet a request stuck behind a hung one would wait it out.
+    const TIMEOUT: Duration = Duration::from_millis(1000);
     let up = Upstream::start(ps::ok_responder()).await;
     let hang = raw_upstream_on_new_port(Fault::Hang).await;
     let unread = raw_upstream_on_new_port(Fault::HangUnread).await;
@@ -713,16 +715,19 @@ fn big_body() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_answering_slowly() {
     let mut c = Cases::new("Faults", "upstream answering slowly (within the timeout)");
+    const SLOW_HEAD: Duration = Duration::from_millis(600);
     let body = big_body();
     let b = body.clone();
-    // `/ok/slow-head`: 300 ms before the head; `/ok/dribble`: the head at
-    // once, then the body in 20 pieces over a second, longer than the
-    // response timeout (which bounds the wait for the head only).
+    // `/ok/slow-head`: 600 ms before the head; `/ok/dribble`: the head at
+    // once, then the body in 20 pieces over 1.5 s, longer than the response
+    // timeout (1.2 s, which bounds the wait for the head only). A valid
+    // request must not wait behind them: under 600 ms, loose enough for a
+    // loaded machine.
     let responder: Responder = Arc::new(move |rec| {
         let body = b.clone();
         Box::pin(async move {
             if rec.path_and_query.starts_with("/ok/slow-head") {
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                tokio::time::sleep(SLOW_HEAD).await;
                 return ps::json_response(StatusCode::OK, &body);
             }
             if rec.path_and_query.starts_with("/ok/dribble") {
@@ -731,7 +736,7 @@ async fn upstream_answering_slowly() {
                     let bytes = Bytes::from(body);
                     let step = bytes.len().div_ceil(20);
                     for piece in bytes.chunks(step) {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        tokio::time::sleep(Duration::from_millis(75)).await;
                         if tx.send(Ok(Bytes::copy_from_slice(piece))).await.is_err() {
                             return;
                         }
@@ -751,7 +756,7 @@ async fn upstream_answering_slowly() {
         ps::tempdir(),
         &format!(
             "[[listener]]\naddr = \"127.0.0.1:0\"\n\n\
-             [upstream.up]\nurl = \"{}\"\nresponse_timeout_ms = 700\n\n{}",
+             [upstream.up]\nurl = \"{}\"\nresponse_timeout_ms = 1200\n\n{}",
             up.url(),
             route_to("/ok/", "up", "")
         ),
@@ -769,15 +774,11 @@ async fn upstream_answering_slowly() {
             Err(e) => Err(e.clone()),
         };
     for (name, path, min) in [
+        ("head after 600 ms", "/ok/slow-head", SLOW_HEAD),
         (
-            "head after 300 ms",
-            "/ok/slow-head",
-            Duration::from_millis(300),
-        ),
-        (
-            "body dribbled over 1 s, past the response timeout",
+            "body dribbled over 1.5 s, past the response timeout",
             "/ok/dribble",
-            Duration::from_millis(900),
+            Duration::from_millis(1400),
         ),
     ] {
         for (proto, client) in [("HTTP/1.1", &h1), ("h2c", &h2)] {
@@ -809,7 +810,7 @@ async fn upstream_answering_slowly() {
     }
     let t = Instant::now();
     let r = ledger.serves(&h1, proxy.addr, &up).await.and_then(|_| {
-        ensure(t.elapsed() < Duration::from_millis(300), || {
+        ensure(t.elapsed() < SLOW_HEAD, || {
             format!("a valid request waited {:?} behind slow ones", t.elapsed())
         })
     });
@@ -817,7 +818,7 @@ async fn upstream_answering_slowly() {
     let mut r = Ok(());
     for s in slow {
         let (n, got, t) = s.await.unwrap();
-        match full_body(&got, Duration::from_millis(300), t) {
+        match full_body(&got, SLOW_HEAD, t) {
             Ok(()) => ledger.ok.push(n),
             Err(e) => r = Err(format!("slow request {n}: {e}")),
         }
