@@ -275,6 +275,12 @@ const UNDETERMINISED: u32 = u32::MAX;
 /// far below it, and a larger one steps state by state beyond it.
 const MAX_DFA_STATES: usize = 4096;
 
+/// A bound on the work of determinising (set size squared times the
+/// transitions worked out, see `determinise`), so that a huge rule file
+/// compiles in about the time it did before sets were determinised: past
+/// it, sets step state by state.
+const DETERMINISE_BUDGET: usize = 1 << 24;
+
 /// One determinised state set and its transitions.
 #[derive(Debug, Default)]
 struct DfaState {
@@ -342,13 +348,14 @@ impl Automaton {
             );
         }
         a.start = start;
-        a.determinise(MAX_DFA_STATES);
+        a.determinise(MAX_DFA_STATES, DETERMINISE_BUDGET);
         a
     }
 
     /// Numbers every state set reachable from the start set, breadth first,
-    /// up to `max` sets.
-    fn determinise(&mut self, max: usize) {
+    /// up to `max` sets and within `budget` (a set whose transitions would
+    /// take more than what is left keeps none: it steps state by state).
+    fn determinise(&mut self, max: usize, mut budget: usize) {
         // The empty set and the start set are always numbered.
         let max = max.max(2);
         let mut ids: HashMap<Vec<State>, u32> = HashMap::new();
@@ -392,6 +399,19 @@ impl Automaton {
             keys.dedup();
             indices.sort_unstable();
             indices.dedup();
+            // Each step scans the set, and each state it adds is checked
+            // against those added before it.
+            let cost = (keys.len() + indices.len() + 2)
+                .saturating_mul(set.len().max(1))
+                .saturating_mul(set.len().max(1));
+            if cost > budget {
+                let state = &mut dfa[next];
+                state.other_key = UNDETERMINISED;
+                state.other_index = UNDETERMINISED;
+                next += 1;
+                continue;
+            }
+            budget -= cost;
             // A key no state names: only wildcards accept it.
             let mut other = String::from("\0");
             while keys.binary_search(&other.as_str()).is_ok() {
@@ -727,10 +747,20 @@ mod tests {
         };
         let mut undetermined = 0;
         let mut plain_keys = 0;
-        for max in [MAX_DFA_STATES, 1, 2, 3, 5, 8] {
+        for (max, budget) in [
+            (MAX_DFA_STATES, DETERMINISE_BUDGET),
+            (1, DETERMINISE_BUDGET),
+            (2, DETERMINISE_BUDGET),
+            (3, DETERMINISE_BUDGET),
+            (5, DETERMINISE_BUDGET),
+            (8, DETERMINISE_BUDGET),
+            (MAX_DFA_STATES, 0),
+            (MAX_DFA_STATES, 2_000),
+            (MAX_DFA_STATES, 20_000),
+        ] {
             for take in [1, 2, 3, 5, SELS.len()] {
                 let mut a = auto(&SELS[..take]);
-                a.determinise(max);
+                a.determinise(max, budget);
                 for _ in 0..300 {
                     let mut stack = Vec::new();
                     let mut at = a.start(&mut stack);
