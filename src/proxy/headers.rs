@@ -17,17 +17,21 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use crate::engine::unknown::Target;
 use crate::engine::{Engine, UnknownFields};
 
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Hop-by-hop headers (RFC 9110, 7.6.1, and the old `Keep-Alive` and
+/// `Proxy-Connection`). Standard names compare as tags, not as text.
+const HOP_BY_HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+}
 
 /// Headers the proxy manages itself and forwards when present.
 const FRAMING: &[HeaderName] = &[
@@ -64,10 +68,11 @@ pub fn request_headers_reporting(
         }
     };
     let mut out = HeaderMap::with_capacity(incoming.len());
+    let named_by_connection = ConnectionNames::of(incoming);
     for (name, value) in incoming {
         let n = name.as_str();
-        if HOP_BY_HOP.contains(&n)
-            || named_by_connection(incoming, n)
+        if is_hop_by_hop(name)
+            || named_by_connection.names(n)
             || n == "host"
             || n == "content-length"
             || n == "content-encoding"
@@ -106,7 +111,7 @@ pub fn request_headers_reporting(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
-    if !cookies.is_empty() && !named_by_connection(incoming, "cookie") {
+    if !cookies.is_empty() && !named_by_connection.names("cookie") {
         if let Some(v) = engine
             .cookies_reporting(&cookies.join("; "), unknown)
             .and_then(|v| HeaderValue::from_str(&v).ok())
@@ -142,10 +147,10 @@ pub fn request_headers_reporting(
 /// rewritten, the length and encoding headers go too (the caller sets new
 /// ones). A map with nothing to remove, the usual case, is not touched.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, body_rewritten: bool) {
+    let named_by_connection = ConnectionNames::of(headers);
     let doomed = |name: &HeaderName| {
-        let n = name.as_str();
-        HOP_BY_HOP.contains(&n)
-            || named_by_connection(headers, n)
+        is_hop_by_hop(name)
+            || named_by_connection.names(name.as_str())
             || (body_rewritten
                 && (name == header::CONTENT_LENGTH || name == header::CONTENT_ENCODING))
     };
@@ -159,12 +164,32 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, body_rewritten: bool) {
     }
 }
 
-/// Does a `Connection` header name `n` (lower case)? Read in place: most
-/// messages say only `keep-alive` or `close`, and nothing is copied for them.
-fn named_by_connection(h: &HeaderMap, n: &str) -> bool {
-    h.get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(n))
+/// The header names a `Connection` header lists (lower case). Most
+/// messages list only `keep-alive` or `close`, which name no header left to
+/// remove: then nothing is copied.
+struct ConnectionNames(Vec<String>);
+
+impl ConnectionNames {
+    fn of(h: &HeaderMap) -> Self {
+        let tokens = || {
+            h.get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .filter(|t| {
+                    !t.is_empty()
+                        && !t.eq_ignore_ascii_case("keep-alive")
+                        && !t.eq_ignore_ascii_case("close")
+                })
+        };
+        if tokens().next().is_none() {
+            return Self(Vec::new());
+        }
+        Self(tokens().map(str::to_ascii_lowercase).collect())
+    }
+
+    fn names(&self, n: &str) -> bool {
+        self.0.iter().any(|t| t == n)
+    }
 }
