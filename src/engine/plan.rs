@@ -287,9 +287,8 @@ struct DfaState {
     /// The states, in the order stepping state by state produces them (the
     /// winner among equally ranked rules is the first, so the order is kept).
     nfa: Vec<State>,
-    /// The states of `nfa` that completed their selector, in that order:
-    /// the winner is among them, and most sets have none or one.
-    completed: Vec<State>,
+    /// The winning rule among the states that completed their selector.
+    winner: Option<RuleIdx>,
     /// Keys some selector names at one of the states, and where they lead.
     keys: Vec<(Box<str>, KeyEdge)>,
     /// The same, hashed, when there are many.
@@ -328,7 +327,8 @@ pub(crate) struct Automaton {
 }
 
 impl Automaton {
-    pub(crate) fn new(selectors: Vec<(RuleIdx, Selector)>) -> Self {
+    /// `rules` are the rules `selectors` index into, for their ranks.
+    pub(crate) fn new(selectors: Vec<(RuleIdx, Selector)>, rules: &[CompiledRule]) -> Self {
         let selectors: Vec<(RuleIdx, Vec<Segment>)> = selectors
             .into_iter()
             .map(|(r, s)| (r, s.segments().to_vec()))
@@ -348,14 +348,14 @@ impl Automaton {
             );
         }
         a.start = start;
-        a.determinise(MAX_DFA_STATES, DETERMINISE_BUDGET);
+        a.determinise(MAX_DFA_STATES, DETERMINISE_BUDGET, rules);
         a
     }
 
     /// Numbers every state set reachable from the start set, breadth first,
     /// up to `max` sets and within `budget` (a set whose transitions would
     /// take more than what is left keeps none: it steps state by state).
-    fn determinise(&mut self, max: usize, mut budget: usize) {
+    fn determinise(&mut self, max: usize, mut budget: usize, rules: &[CompiledRule]) {
         // The empty set and the start set are always numbered.
         let max = max.max(2);
         let mut ids: HashMap<Vec<State>, u32> = HashMap::new();
@@ -369,20 +369,17 @@ impl Automaton {
             }
             let id = dfa.len() as u32;
             ids.insert(set.clone(), id);
-            let completed = set
-                .iter()
-                .filter(|st| st.pos as usize == self.selectors[st.rule as usize].1.len())
-                .copied()
-                .collect();
+            let winner = self.winner_of(rules, &set);
             dfa.push(DfaState {
                 nfa: set,
-                completed,
+                winner,
                 ..Default::default()
             });
             id
         };
         intern(Vec::new(), &mut dfa);
-        self.start_id = intern(self.start.clone(), &mut dfa);
+        let start = self.start.clone();
+        let start_id = intern(start, &mut dfa);
         let mut next = 0;
         while next < dfa.len() {
             let set = dfa[next].nfa.clone();
@@ -450,6 +447,7 @@ impl Automaton {
             state.other_index = other_index;
             next += 1;
         }
+        self.start_id = start_id;
         self.dfa = dfa;
     }
 
@@ -540,16 +538,21 @@ impl Automaton {
     }
 
     /// The winning rule among the states that completed their selector.
+    /// `rules` must be those the automaton was built with.
     pub(crate) fn winner(
         &self,
         rules: &[CompiledRule],
         stack: &[State],
         at: &States,
     ) -> Option<RuleIdx> {
-        let states = match at {
-            States::Dfa(id) => &self.dfa[*id as usize].completed[..],
-            States::Nfa(r) => &stack[r.clone()],
-        };
+        match at {
+            States::Dfa(id) => self.dfa[*id as usize].winner,
+            States::Nfa(r) => self.winner_of(rules, &stack[r.clone()]),
+        }
+    }
+
+    /// The winner among `states`: the highest rank, the first of equals.
+    fn winner_of(&self, rules: &[CompiledRule], states: &[State]) -> Option<RuleIdx> {
         let mut best: Option<RuleIdx> = None;
         for st in states {
             let (rule, segs) = &self.selectors[st.rule as usize];
@@ -651,13 +654,36 @@ impl Hasher for Fnv1a {
 mod tests {
     use super::*;
 
-    fn auto(sels: &[&str]) -> Automaton {
+    fn auto_ranked(sels: &[&str], rules: &[CompiledRule]) -> Automaton {
         Automaton::new(
             sels.iter()
                 .enumerate()
                 .map(|(i, s)| (i as RuleIdx, s.parse().unwrap()))
                 .collect(),
+            rules,
         )
+    }
+
+    /// Rules for `sels`, ranked with ties, so that the order of the states
+    /// decides some winners.
+    fn ranked(sels: &[&str]) -> Vec<CompiledRule> {
+        sels.iter()
+            .enumerate()
+            .map(|(i, sel)| CompiledRule {
+                id: format!("r{i}"),
+                target: Target::Body,
+                selector: (*sel).to_owned(),
+                action: Action::Keep,
+                rank: Rank {
+                    specificity: (i % 2, 0, std::cmp::Reverse(0)),
+                    strictness: (i % 3) as u8,
+                },
+            })
+            .collect()
+    }
+
+    fn auto(sels: &[&str]) -> Automaton {
+        auto_ranked(sels, &ranked(sels))
     }
 
     fn states_of<'s>(a: &'s Automaton, stack: &'s [State], at: &States) -> &'s [State] {
@@ -713,22 +739,7 @@ mod tests {
             seed ^= seed << 17;
             (seed % n as u64) as usize
         };
-        // Ranks with ties, so that the order of the states decides some
-        // winners.
-        let rules: Vec<CompiledRule> = SELS
-            .iter()
-            .enumerate()
-            .map(|(i, sel)| CompiledRule {
-                id: format!("r{i}"),
-                target: Target::Body,
-                selector: (*sel).to_owned(),
-                action: Action::Keep,
-                rank: Rank {
-                    specificity: (i % 2, 0, std::cmp::Reverse(0)),
-                    strictness: (i % 3) as u8,
-                },
-            })
-            .collect();
+        let rules = ranked(SELS);
         // The winner as it was found before the sets were determinised: over
         // every state of the set, in order.
         let reference_winner = |a: &Automaton, set: &[State]| {
@@ -759,8 +770,8 @@ mod tests {
             (MAX_DFA_STATES, 20_000),
         ] {
             for take in [1, 2, 3, 5, SELS.len()] {
-                let mut a = auto(&SELS[..take]);
-                a.determinise(max, budget);
+                let mut a = auto_ranked(&SELS[..take], &rules);
+                a.determinise(max, budget, &rules);
                 for _ in 0..300 {
                     let mut stack = Vec::new();
                     let mut at = a.start(&mut stack);
