@@ -123,6 +123,8 @@ pub struct Plain {
 }
 
 struct PlainInner {
+    /// The upstream's name in the config, for the logs.
+    name: String,
     /// `host:port`, resolved at each connect (DNS may move).
     addr: String,
     host: HeaderValue,
@@ -143,6 +145,7 @@ impl Plain {
         let port = cfg.authority.port_u16().unwrap_or(80);
         Self {
             inner: Arc::new(PlainInner {
+                name: cfg.name.clone(),
                 addr: format!("{}:{port}", cfg.authority.host()),
                 host: HeaderValue::from_str(cfg.authority.as_str())
                     .expect("an authority is a valid header value"),
@@ -164,21 +167,29 @@ impl Plain {
             req.headers_mut()
                 .insert(header::HOST, self.inner.host.clone());
         }
+        let name = &self.inner.name;
         let req = match self.checkout() {
-            Some(mut sender) => match sender.try_send_request(req).await {
-                Ok(res) => {
-                    self.give_back(sender);
-                    return Ok(res);
-                }
-                // A kept connection the upstream closed before the request
-                // went out: the request was not sent, so it may go again on
-                // a fresh one. Anything else failed after sending.
-                Err(mut e) => match e.take_message() {
-                    Some(req) => req,
-                    None => return Err(e.into_error().into()),
-                },
-            },
             None => req,
+            Some(mut sender) => {
+                tracing::trace!(upstream = %name, "reusing a kept upstream connection");
+                match sender.try_send_request(req).await {
+                    Ok(res) => {
+                        self.give_back(sender);
+                        return Ok(res);
+                    }
+                    // A kept connection the upstream closed before the
+                    // request went out: the request was not sent, so it may
+                    // go again on a fresh one. Anything else failed after
+                    // sending.
+                    Err(mut e) => match e.take_message() {
+                        Some(req) => {
+                            tracing::debug!(upstream = %name, "a kept upstream connection had closed; sending on a new one");
+                            req
+                        }
+                        None => return Err(e.into_error().into()),
+                    },
+                }
+            }
         };
         let mut sender = self.connect().await?;
         let res = sender.send_request(req).await?;
@@ -236,6 +247,7 @@ impl Plain {
         .await
         .map_err(|_| "connect timed out")??;
         tcp.set_nodelay(true)?;
+        tracing::debug!(upstream = %self.inner.name, "opened an upstream connection");
         let (sender, conn) = http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
