@@ -29,7 +29,7 @@ macro_rules! address_patterns {
         concat!(
             r"(?P<email>[\p{L}\p{N}._%+\-]+@[\p{L}\p{N}\-]+(?:\.[\p{L}\p{N}\-]+)*\.\p{L}{2,})",
             r"|(?P<ip6>[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]*[0-9A-Fa-f:])",
-            r"|(?P<ip4>(?-u:\b)\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?-u:\b))",
+            r"|(?P<ip4>(?-u:\b)[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?-u:\b))",
         )
     };
 }
@@ -283,24 +283,17 @@ impl Detected {
     }
 }
 
-/// `\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}` (Unicode digits, as in the detector).
+/// `[0-9]{1,3}(\.[0-9]{1,3}){3}`, the detector's `ip4`. (An address in
+/// other scripts' digits is no IPv4 address; such text may be a phone.)
 fn is_ip4_shaped(s: &str) -> bool {
     let mut groups = 0;
     for part in s.split('.') {
-        let n = part.chars().count();
-        if !(1..=3).contains(&n) || !part.chars().all(is_unicode_digit) {
+        if !(1..=3).contains(&part.len()) || !part.bytes().all(|b| b.is_ascii_digit()) {
             return false;
         }
         groups += 1;
     }
     groups == 4
-}
-
-/// Unicode `\d` (general category Nd), for characters in a detector match.
-fn is_unicode_digit(c: char) -> bool {
-    static DIGIT: LazyLock<Regex> =
-        LazyLock::new(|| Regex::new(r"^\d$").expect("the digit pattern is valid"));
-    c.is_ascii_digit() || (!c.is_ascii() && DIGIT.is_match(c.encode_utf8(&mut [0; 4])))
 }
 
 fn phone(s: &str) -> Option<String> {

@@ -55,27 +55,135 @@ fn usable(raw: &str) -> bool {
             .any(|c| c.is_control() || matches!(c, '"' | '\\' | '{' | '}' | '[' | ']' | ':' | ','))
 }
 
-/// Lower case for a case-insensitive substring test. ASCII text, the
-/// common case, is lower-cased byte by byte (and not copied when there is
-/// nothing to lower); other text goes through Unicode's full mapping.
-fn lower(s: &str) -> Cow<'_, [u8]> {
-    if !s.is_ascii() {
-        return Cow::Owned(s.to_lowercase().into_bytes());
-    }
-    if !s.bytes().any(|b| b.is_ascii_uppercase()) {
-        return Cow::Borrowed(s.as_bytes());
-    }
-    Cow::Owned(s.to_ascii_lowercase().into_bytes())
+/// Does lower-casing change a character of `t` beyond ASCII? Only then
+/// does a case-insensitive test need Unicode's full mapping; otherwise
+/// lower-casing ASCII letters gives the same text.
+fn has_non_ascii_case(t: &str) -> bool {
+    // Only the characters beyond ASCII are decoded (at their lead bytes).
+    !t.is_ascii()
+        && t.bytes().enumerate().any(|(i, b)| {
+            b >= 0xC0
+                && t[i..]
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.to_lowercase().ne(std::iter::once(c)))
+        })
 }
 
-/// Does `t` hold one of the usable raw identifiers, in any case?
-fn holds_any(t: &str, seen: &Seen) -> bool {
-    let hay = lower(t);
-    seen.iter()
+/// `t` lower-cased for a substring test: by ASCII letters alone unless
+/// `unicode`.
+fn lowered(t: &str, unicode: bool) -> Cow<'_, str> {
+    if unicode {
+        Cow::Owned(t.to_lowercase())
+    } else if t.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(t.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(t)
+    }
+}
+
+/// The request's own identifiers in `t`, in any case, replaced by their
+/// pseudonyms. A substring test finds them; the automaton that replaces
+/// them is built only when one is there. Text whose only case differences
+/// could be beyond ASCII (`SØREN` for `Søren`) is tested with Unicode's
+/// mapping, and refused rather than let through when the replacement
+/// (which matches ASCII letters in any case) cannot reach what was found.
+fn own_identifiers<'t>(
+    t: &'t str,
+    seen: &Seen,
+    mode: LeakMode,
+    found: &mut u32,
+) -> Result<Cow<'t, str>, Finding> {
+    let own: Vec<(String, &str)> = seen
+        .iter()
         .filter(|(raw, _)| usable(raw))
-        .any(|(raw, _)| memchr::memmem::find(&hay, &lower(raw)).is_some())
+        .map(|(raw, token)| (raw.to_lowercase(), token.as_str()))
+        .collect();
+    if own.is_empty() {
+        return Ok(Cow::Borrowed(t));
+    }
+    // ASCII identifiers are compared by ASCII letters: what Unicode's
+    // mapping adds (a Kelvin sign for a `k`) is no way a name or an email
+    // is written back into a message.
+    let unicode = own.iter().any(|(raw, _)| !raw.is_ascii()) && has_non_ascii_case(t);
+    let holds = |text: &str| {
+        let hay = lowered(text, unicode);
+        own.iter()
+            .any(|(raw, _)| memchr::memmem::find(hay.as_bytes(), raw.as_bytes()).is_some())
+    };
+    if !holds(t) {
+        return Ok(Cow::Borrowed(t));
+    }
+    if mode == LeakMode::Refuse {
+        return Err(Finding);
+    }
+    let ac = AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(own.iter().map(|(raw, _)| raw.as_str()))
+        .expect("literal patterns build");
+    let tokens: Vec<&str> = own.iter().map(|(_, token)| *token).collect();
+    *found += ac.find_iter(t).count() as u32;
+    let replaced = ac.replace_all(t, &tokens);
+    if unicode && holds(&replaced) {
+        return Err(Finding);
+    }
+    Ok(Cow::Owned(replaced))
 }
 
+/// Stretches of `t` that could hold an address, in order: each holds an
+/// `@`, a `:` followed by up to four hex digits and another `:` (how an
+/// IPv6 address starts), or a digit, a `.` and up to three digits and
+/// another `.` (how an IPv4 address starts), and runs to the nearest ASCII byte on either side that no address the
+/// guard looks for can hold. Every match of the full pattern lies in one
+/// stretch (and a stretch's ends read as non-word characters, as the bytes
+/// cut off did), so scanning them finds what scanning all of `t` finds,
+/// while the regex reads a few dozen bytes of a JSON document instead of
+/// all of it.
+fn stretches(t: &str) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    let b = t.as_bytes();
+    let inside = |c: u8| {
+        c >= 0x80
+            || c.is_ascii_alphanumeric()
+            || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-' | b'@' | b':')
+    };
+    // After `i`: at most `n` bytes of `class`, then `sep`.
+    let then = |i: usize, n: usize, class: fn(&u8) -> bool, sep: u8| {
+        b[i + 1..]
+            .iter()
+            .take(n + 1)
+            .position(|c| !class(c))
+            .is_some_and(|k| b[i + 1 + k] == sep)
+    };
+    let mut covered = 0;
+    memchr::memchr3_iter(b'@', b':', b'.', b).filter_map(move |i| {
+        if i < covered {
+            return None;
+        }
+        let anchor = match b[i] {
+            b'@' => true,
+            b':' => then(i, 4, u8::is_ascii_hexdigit, b':'),
+            _ => {
+                i > 0
+                    && b[i - 1].is_ascii_digit()
+                    && b.get(i + 1).is_some_and(u8::is_ascii_digit)
+                    && then(i, 3, u8::is_ascii_digit, b'.')
+            }
+        };
+        if !anchor {
+            return None;
+        }
+        let start = b[..i]
+            .iter()
+            .rposition(|&c| !inside(c))
+            .map_or(0, |p| p + 1);
+        let end = b[i..]
+            .iter()
+            .position(|&c| !inside(c))
+            .map_or(b.len(), |p| i + p);
+        covered = end;
+        Some(start..end)
+    })
+}
 /// Is this match a real finding (not a pseudonym or a generalised value)?
 fn finding(m: &str, email: bool) -> bool {
     if email {
@@ -114,57 +222,36 @@ pub fn text<'t>(
     if mode == LeakMode::Off {
         return Ok(Cow::Borrowed(t));
     }
-    let mut cur: Cow<'t, str> = Cow::Borrowed(t);
-    // The request's own identifiers first: they may contain an email. A
-    // substring test on lower-cased text finds them cheaply; the automaton
-    // that replaces them is built only when one is there.
-    if seen.iter().any(|(raw, _)| usable(raw)) && holds_any(t, seen) {
-        if mode == LeakMode::Refuse {
-            return Err(Finding);
-        }
-        let own: Vec<&(String, String)> = seen.iter().filter(|(raw, _)| usable(raw)).collect();
-        let ac = AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .build(own.iter().map(|(raw, _)| raw.as_str()))
-            .expect("literal patterns build");
-        let tokens: Vec<&str> = own.iter().map(|(_, tok)| tok.as_str()).collect();
-        *found += ac.find_iter(cur.as_ref()).count() as u32;
-        cur = Cow::Owned(ac.replace_all(cur.as_ref(), &tokens));
-    }
-    // Emails need an `@`; IPs need a digit beside a `.` or a `:`.
-    let bytes = cur.as_bytes();
-    let maybe_ip = bytes.windows(2).any(|w| {
-        (w[0].is_ascii_hexdigit() && (w[1] == b'.' || w[1] == b':'))
-            || ((w[0] == b'.' || w[0] == b':') && w[1].is_ascii_hexdigit())
-    });
-    if !bytes.contains(&b'@') && !maybe_ip {
-        return Ok(cur);
-    }
+    // The request's own identifiers first: they may contain an email.
+    let cur = own_identifiers(t, seen, mode, found)?;
     let mut out = String::new();
     let mut last = 0;
-    // `find_iter` stays on the regex's DFA; which branch matched follows
-    // from the match itself (only an email holds an `@`), so no capture
-    // groups need resolving.
-    for m in FINDER.find_iter(cur.as_ref()) {
-        let email = m.as_str().contains('@');
-        if !finding(m.as_str(), email) {
-            continue;
-        }
-        if mode == LeakMode::Refuse {
-            return Err(Finding);
-        }
-        let replacement = if email {
-            p.email(m.as_str(), &Default::default())
-        } else {
-            match p.ip(m.as_str().trim_end_matches(':'), IpMode::Token) {
-                Some(ip) => ip.to_string(),
-                None => continue,
+    for range in stretches(&cur) {
+        let part = &cur[range.clone()];
+        // `find_iter` stays on the regex's DFA; which branch matched follows
+        // from the match itself (only an email holds an `@`), so no capture
+        // groups need resolving.
+        for m in FINDER.find_iter(part) {
+            let email = m.as_str().contains('@');
+            if !finding(m.as_str(), email) {
+                continue;
             }
-        };
-        out.push_str(&cur[last..m.start()]);
-        out.push_str(&replacement);
-        last = m.end();
-        *found += 1;
+            if mode == LeakMode::Refuse {
+                return Err(Finding);
+            }
+            let replacement = if email {
+                p.email(m.as_str(), &Default::default())
+            } else {
+                match p.ip(m.as_str().trim_end_matches(':'), IpMode::Token) {
+                    Some(ip) => ip.to_string(),
+                    None => continue,
+                }
+            };
+            out.push_str(&cur[last..range.start + m.start()]);
+            out.push_str(&replacement);
+            last = range.start + m.end();
+            *found += 1;
+        }
     }
     if last == 0 {
         return Ok(cur);
@@ -281,5 +368,78 @@ mod tests {
         let mut bytes = doc.as_bytes().to_vec();
         let err = json(&mut bytes, &seen, LeakMode::Refuse, &p, &mut 0).unwrap_err();
         assert_eq!(err.path, "msg");
+    }
+
+    /// Matches found stretch by stretch, at their places in the text.
+    fn by_stretches(t: &str) -> Vec<(usize, usize)> {
+        stretches(t)
+            .flat_map(|r| {
+                FINDER
+                    .find_iter(&t[r.clone()])
+                    .map(move |m| (r.start + m.start(), r.start + m.end()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn scanning_stretches_finds_what_scanning_everything_finds() {
+        let cases = [
+            r#"{"e":"ann@example.org","t":"2024-05-14T09:12:34.567Z","ip":"10.0.0.1"}"#,
+            "mail Søren@Ødegård.dk or ann.b+x@ex-ample.co.uk, from [2001:db8::1]:443",
+            "::1 :: ::: a:: 1.2.3.4.5 v1.2.3 http://10.1.2.3:8080/x?ip=fe80::1%25eth0",
+            "x_1.2.3.4_y 1.2.3.4@x.io @@ a@b ٣.٣.٣.٣ a٣.٣.٣.٣b ²@x.dk é:é: 12:34",
+        ];
+        for t in cases {
+            let whole: Vec<(usize, usize)> =
+                FINDER.find_iter(t).map(|m| (m.start(), m.end())).collect();
+            assert_eq!(by_stretches(t), whole, "{t}");
+        }
+        // Random texts over an alphabet of every byte class that matters.
+        let alphabet: Vec<char> = "aZf09_.:@%+-\" ,/[]{}()\\\n\tøØé٣²".chars().collect();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            let mut t = String::new();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for _ in 0..(x % 40) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                t.push(alphabet[(x % alphabet.len() as u64) as usize]);
+            }
+            let whole: Vec<(usize, usize)> =
+                FINDER.find_iter(&t).map(|m| (m.start(), m.end())).collect();
+            assert_eq!(by_stretches(&t), whole, "{t:?}");
+        }
+    }
+
+    #[test]
+    fn own_identifiers_are_found_in_any_case() {
+        let p = p();
+        let email = p.email("ann@example.org", &Default::default());
+        let seen: Seen = vec![
+            ("Søren Ødegård".into(), "Participant k1_a".into()),
+            ("Ann@Example.org".into(), email.clone()),
+        ];
+        let mut n = 0;
+        let out = text(
+            "hi søren ødegård, ANN@EXAMPLE.ORG",
+            &seen,
+            LeakMode::Scrub,
+            &p,
+            &mut n,
+        )
+        .unwrap();
+        assert_eq!(out, format!("hi Participant k1_a, {email}"));
+        assert_eq!(n, 2);
+        // A difference of case beyond ASCII: found, and since the
+        // replacement cannot reach it, refused even in scrub mode.
+        for mode in [LeakMode::Scrub, LeakMode::Refuse] {
+            let r = text("hi SØREN ØDEGÅRD", &seen, mode, &p, &mut 0);
+            assert_eq!(r, Err(Finding), "{mode:?}");
+        }
+        let r = text("hi Søren", &seen, LeakMode::Refuse, &p, &mut 0);
+        assert!(r.is_ok(), "a part of an identifier is not the identifier");
     }
 }
