@@ -322,7 +322,7 @@ fn decide(
             // The leak guard per item, before the item's length is written.
             if let Some(seen) = &cx.seen {
                 let mut found = 0;
-                crate::privacy::guard::json(scratch, seen, cx.guard, cx.pseudo, &mut found)
+                crate::privacy::guard::json(scratch, 0, seen, cx.guard, cx.pseudo, &mut found)
                     .map_err(|leak| {
                         EngineError::at(
                             payload_at,

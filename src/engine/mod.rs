@@ -322,12 +322,10 @@ impl Engine {
         let Some(seen) = seen else {
             return Ok(());
         };
-        let mut doc = out.split_off(start);
         let mut found = 0;
-        crate::privacy::guard::json(&mut doc, seen, self.guard, &self.pseudo, &mut found)
+        crate::privacy::guard::json(out, start, seen, self.guard, &self.pseudo, &mut found)
             .map_err(|leak| EngineError::at(0, Reason::Leak { path: leak.path }))?;
         stats.leaks_scrubbed += u64::from(found);
-        out.extend_from_slice(&doc);
         Ok(())
     }
 

@@ -260,11 +260,14 @@ pub fn text<'t>(
     Ok(Cow::Owned(out))
 }
 
-/// Scans a JSON document that is about to leave. In scrub mode rewrites it
-/// in place (and checks it still parses); in refuse mode reports the path
-/// of the first finding.
+/// Scans a JSON document that is about to leave: `buf[start..]` (the
+/// document is scanned where it was written, and copied only when
+/// something in it is replaced). In scrub mode rewrites it in place (and
+/// checks it still parses); in refuse mode reports the path of the first
+/// finding.
 pub fn json(
-    doc: &mut Vec<u8>,
+    buf: &mut Vec<u8>,
+    start: usize,
     seen: &Seen,
     mode: LeakMode,
     p: &Pseudonymiser,
@@ -273,6 +276,7 @@ pub fn json(
     if mode == LeakMode::Off {
         return Ok(());
     }
+    let doc = &buf[start..];
     let Ok(s) = std::str::from_utf8(doc) else {
         return Err(Leak { path: "$".into() });
     };
@@ -283,7 +287,8 @@ pub fn json(
             if serde_json::from_str::<serde::de::IgnoredAny>(&o).is_err() {
                 return Err(Leak { path: "$".into() });
             }
-            *doc = o.into_bytes();
+            buf.truncate(start);
+            buf.extend_from_slice(o.as_bytes());
             Ok(())
         }
         Err(Finding) => {
@@ -345,7 +350,7 @@ mod tests {
         );
         let mut bytes = doc.clone().into_bytes();
         let mut n = 0;
-        json(&mut bytes, &vec![], LeakMode::Scrub, &p, &mut n).unwrap();
+        json(&mut bytes, 0, &vec![], LeakMode::Scrub, &p, &mut n).unwrap();
         assert_eq!(n, 0);
         assert_eq!(bytes, doc.into_bytes());
     }
@@ -357,7 +362,7 @@ mod tests {
         let doc = r#"{"name":"Participant k1_abc","msg":"josé núñez here, mail jose@example.es from 198.51.100.7"}"#;
         let mut bytes = doc.as_bytes().to_vec();
         let mut n = 0;
-        json(&mut bytes, &seen, LeakMode::Scrub, &p, &mut n).unwrap();
+        json(&mut bytes, 0, &seen, LeakMode::Scrub, &p, &mut n).unwrap();
         let out = String::from_utf8(bytes).unwrap();
         assert!(
             !out.contains("jose@example.es") && !out.contains("198.51.100.7"),
@@ -366,7 +371,7 @@ mod tests {
         assert!(out.contains("Participant k1_abc here"), "{out}");
         assert_eq!(n, 3);
         let mut bytes = doc.as_bytes().to_vec();
-        let err = json(&mut bytes, &seen, LeakMode::Refuse, &p, &mut 0).unwrap_err();
+        let err = json(&mut bytes, 0, &seen, LeakMode::Refuse, &p, &mut 0).unwrap_err();
         assert_eq!(err.path, "msg");
     }
 
