@@ -36,3 +36,6 @@ pub mod pseudo;
 pub mod server;
 pub mod snapshot;
 pub mod telemetry;
+
+#[cfg(test)]
+mod testing;

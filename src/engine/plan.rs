@@ -732,13 +732,8 @@ mod tests {
         const KEYS: &[&str] = &[
             "a", "b", "c", "u", "x", "y", "z", "email", "zzz", "", "\0", "\0\0",
         ];
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut xorshift = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15);
+        let mut next = move |n: usize| (xorshift() % n as u64) as usize;
         let rules = ranked(SELS);
         // The winner as it was found before the sets were determinised: over
         // every state of the set, in order.

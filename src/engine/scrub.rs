@@ -434,13 +434,7 @@ mod tests {
             "https://h@x.io",
             "1-2-3-4-5",
         ];
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15);
         let mut kinds = std::collections::HashSet::new();
         for _ in 0..20_000 {
             let n = 1 + next() % 8;
@@ -463,13 +457,7 @@ mod tests {
             "a", "Z", "0", "9", "/", ";", "?", "@", ":", ".", "-", "_", " ", "é", "٣", "\u{7f}",
             "\u{80}", "\u{ff}", "日", "\0", "12", "1234", "\u{b0}", "\u{ba}", "\u{c0}",
         ];
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::testing::xorshift(0x2545_f491_4f6c_dd1d);
         for _ in 0..50_000 {
             let n = next() % 24;
             let t: String = (0..n)

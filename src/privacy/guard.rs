@@ -401,18 +401,12 @@ mod tests {
         }
         // Random texts over an alphabet of every byte class that matters.
         let alphabet: Vec<char> = "aZf09_.:@%+-\" ,/[]{}()\\\n\tøØé٣²".chars().collect();
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..20_000 {
-            let mut t = String::new();
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            for _ in 0..(x % 40) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                t.push(alphabet[(x % alphabet.len() as u64) as usize]);
-            }
+            let n = next() % 40;
+            let t: String = (0..n)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
             let whole: Vec<(usize, usize)> =
                 FINDER.find_iter(&t).map(|m| (m.start(), m.end())).collect();
             assert_eq!(by_stretches(&t), whole, "{t:?}");

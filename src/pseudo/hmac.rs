@@ -140,13 +140,7 @@ mod tests {
     /// every length around the block and padding boundaries.
     #[test]
     fn matches_the_hmac_crate() {
-        let mut seed = 0x243f_6a88_85a3_08d3_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::testing::xorshift(0x243f_6a88_85a3_08d3);
         for round in 0..8 {
             let mut key = [0u8; 32];
             key.iter_mut().for_each(|b| *b = next() as u8);

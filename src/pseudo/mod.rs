@@ -526,13 +526,7 @@ mod tests {
             "a", "Z", "q", " ", "  ", "\t", "\n", "\r", "\u{b}", "\u{c}", "\u{1c}", "\u{1f}", "-",
             "'", "0", "\0", "\u{7f}", "É",
         ];
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::testing::xorshift(0x2545_f491_4f6c_dd1d);
         for i in 0..20_000 {
             let n = next() % 12;
             let raw: String = (0..n)
@@ -563,13 +557,7 @@ mod tests {
     /// mapped IPv4 written as `Display` writes them.
     #[test]
     fn ipv6_text_is_display() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15);
         for zeros in 0u32..256 {
             for _ in 0..40 {
                 let mut g = [0u16; 8];

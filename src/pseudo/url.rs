@@ -584,13 +584,8 @@ mod tests {
                 ..Default::default()
             },
         ];
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut xorshift = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15);
+        let mut next = move |n: usize| (xorshift() % n as u64) as usize;
         let mut fast = 0;
         for _ in 0..30_000 {
             let mut s = String::new();
