@@ -24,6 +24,18 @@ fn route(rules: &str, extra: &str) -> String {
     format!("[[route]]\npath_prefix = \"/\"\nupstream = \"up\"\n{extra}\ninline_rules = '''\n{rules}\n'''\n")
 }
 
+/// scrim on one listener, in front of `up`, with `routes`.
+async fn start(up: &Upstream, routes: &str) -> Proxy {
+    Proxy::start(
+        tempdir(),
+        &format!(
+            "[[listener]]\naddr = \"127.0.0.1:0\"\n[upstream.up]\nurl = \"{}\"\n{routes}",
+            up.url()
+        ),
+    )
+    .await
+}
+
 async fn post_json(proxy: &Proxy, body: &str, headers: &[(&str, &str)]) -> Reply {
     let mut req = post(&proxy.url("/e"), "application/json", full(body.to_owned()));
     for (k, v) in headers {
@@ -39,14 +51,7 @@ async fn post_json(proxy: &Proxy, body: &str, headers: &[(&str, &str)]) -> Reply
 async fn consent_by_header_cookie_and_gpc() {
     let up = Upstream::start(ok_responder()).await;
     let routes = route(&consent_rules("header = \"x-consent\""), "");
-    let proxy = Proxy::start(
-        tempdir(),
-        &format!(
-            "[[listener]]\naddr = \"127.0.0.1:0\"\n[upstream.up]\nurl = \"{}\"\n{routes}",
-            up.url()
-        ),
-    )
-    .await;
+    let proxy = start(&up, &routes).await;
     let body = r#"{"event":"joined","email":"jose@example.es"}"#;
 
     // Absent, refused and GPC: success for the client, nothing upstream.
@@ -74,14 +79,7 @@ async fn consent_by_header_cookie_and_gpc() {
     // Cookie signal.
     let up = Upstream::start(ok_responder()).await;
     let routes = route(&consent_rules("cookie = \"consent_analytics\""), "");
-    let proxy = Proxy::start(
-        tempdir(),
-        &format!(
-            "[[listener]]\naddr = \"127.0.0.1:0\"\n[upstream.up]\nurl = \"{}\"\n{routes}",
-            up.url()
-        ),
-    )
-    .await;
+    let proxy = start(&up, &routes).await;
     post_json(&proxy, body, &[("cookie", "a=b; consent_analytics=0")]).await;
     assert_eq!(up.requests().len(), 0);
     post_json(&proxy, body, &[("cookie", "a=b; consent_analytics=yes")]).await;
@@ -93,14 +91,7 @@ async fn consent_by_header_cookie_and_gpc() {
 async fn consent_by_body_field_is_decided_per_event() {
     let up = Upstream::start(ok_responder()).await;
     let routes = route(&consent_rules("field = \"consent.analytics\""), "");
-    let proxy = Proxy::start(
-        tempdir(),
-        &format!(
-            "[[listener]]\naddr = \"127.0.0.1:0\"\n[upstream.up]\nurl = \"{}\"\n{routes}",
-            up.url()
-        ),
-    )
-    .await;
+    let proxy = start(&up, &routes).await;
     let lines = concat!(
         "{\"event\":\"a\",\"email\":\"one@example.es\",\"consent\":{\"analytics\":true}}\n",
         "{\"event\":\"b\",\"email\":\"two@example.es\",\"consent\":{\"analytics\":false}}\n",
@@ -145,14 +136,7 @@ async fn consent_by_body_field_decides_sentry_events_and_envelopes() {
          [[route]]\npath_prefix = \"/api/1/store/\"\nupstream = \"up\"\nbody_format = \"sentry-event\"\n\
          inline_rules = '''\n{rules}\n'''\n"
     );
-    let proxy = Proxy::start(
-        tempdir(),
-        &format!(
-            "[[listener]]\naddr = \"127.0.0.1:0\"\n[upstream.up]\nurl = \"{}\"\n{routes}",
-            up.url()
-        ),
-    )
-    .await;
+    let proxy = start(&up, &routes).await;
     let event = |consent: &str| {
         format!(r#"{{"message":"boom","user":{{"email":"ann@example.es"}}{consent}}}"#)
     };
