@@ -737,20 +737,7 @@ mod tests {
         let rules = ranked(SELS);
         // The winner as it was found before the sets were determinised: over
         // every state of the set, in order.
-        let reference_winner = |a: &Automaton, set: &[State]| {
-            let mut best: Option<RuleIdx> = None;
-            for st in set {
-                let (rule, segs) = &a.selectors[st.rule as usize];
-                if st.pos as usize != segs.len() {
-                    continue;
-                }
-                best = match best {
-                    Some(b) if rules[b as usize].rank >= rules[*rule as usize].rank => Some(b),
-                    _ => Some(*rule),
-                };
-            }
-            best
-        };
+        let reference_winner = |a: &Automaton, set: &[State]| a.winner_of(&rules, set);
         let mut undetermined = 0;
         let mut plain_keys = 0;
         for (max, budget) in [
