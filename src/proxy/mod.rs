@@ -211,7 +211,7 @@ async fn proxy(
     let rewritten = route::rewrite(&route.cfg, &path);
     let mut path_stats = crate::engine::Stats::default();
     let rewritten = if pass_through {
-        std::borrow::Cow::Borrowed(rewritten.as_str())
+        std::borrow::Cow::Borrowed(rewritten.as_ref())
     } else {
         route::guard_path(&rewritten, engine, &mut path_stats).map_err(refused)?
     };
@@ -244,23 +244,10 @@ async fn proxy(
         for (name, value) in &upstream.headers {
             headers.insert(name.clone(), value.clone());
         }
-        let body = body::boxed(body::Counted::new(
-            incoming,
-            route.metrics.bytes_out.clone(),
-        ));
-        let progress = body::Progress::new();
-        let mut up = Request::new(body::boxed(body::Tracked::new(body, progress.clone())));
-        *up.method_mut() = parts.method;
-        *up.uri_mut() = uri;
-        *up.headers_mut() = headers;
+        let (up, progress) =
+            upstream_request(route, body::boxed(incoming), parts.method, uri, headers);
         let res = forward(route, up, &progress, &FailureSlot::default(), seen).await?;
-        let (mut parts, body) = res.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers, false);
-        let idle = response_idle(&parts.headers, upstream.response_timeout);
-        return Ok(Response::from_parts(
-            parts,
-            body::boxed(body::Idle::new(body, idle)),
-        ));
+        return Ok(passed_back(res, upstream.response_timeout));
     }
     let mut headers = headers::request_headers_reporting(
         &parts.headers,
@@ -348,23 +335,12 @@ async fn proxy(
     }
 
     // --- phase 5: forward ---------------------------------------------------
-    let progress = body::Progress::new();
-    let body = body::Counted::new(body, route.metrics.bytes_out.clone());
-    let mut up = Request::new(body::boxed(body::Tracked::new(body, progress.clone())));
-    *up.method_mut() = parts.method;
-    *up.uri_mut() = uri;
-    *up.headers_mut() = headers;
+    let (up, progress) = upstream_request(route, body, parts.method, uri, headers);
     let res = forward(route, up, &progress, &failure, seen).await?;
 
     // --- phase 6: response --------------------------------------------------
     let Some(resp_engine) = &route.response_engine else {
-        let (mut parts, body) = res.into_parts();
-        let idle = response_idle(&parts.headers, upstream.response_timeout);
-        headers::strip_hop_by_hop(&mut parts.headers, false);
-        return Ok(Response::from_parts(
-            parts,
-            body::boxed(body::Idle::new(body, idle)),
-        ));
+        return Ok(passed_back(res, upstream.response_timeout));
     };
     let (mut parts, body) = res.into_parts();
     let coding = Coding::from_header(parts.headers.get(header::CONTENT_ENCODING))
@@ -418,6 +394,33 @@ async fn proxy(
             .map_err(|never| match never {})
             .boxed_unsync(),
     ))
+}
+
+/// The request to the upstream: its body counted as sent and its progress
+/// tracked (for the response timeout, see [`forward`]).
+fn upstream_request(
+    route: &Route,
+    body: BoxBody,
+    method: http::Method,
+    uri: Uri,
+    headers: http::HeaderMap,
+) -> (Request<BoxBody>, body::Progress) {
+    let progress = body::Progress::new();
+    let body = body::Counted::new(body, route.metrics.bytes_out.clone());
+    let mut up = Request::new(body::boxed(body::Tracked::new(body, progress.clone())));
+    *up.method_mut() = method;
+    *up.uri_mut() = uri;
+    *up.headers_mut() = headers;
+    (up, progress)
+}
+
+/// A response passed back unchanged but for hop-by-hop headers, its body
+/// cut if it stalls (see [`response_idle`]).
+fn passed_back(res: Response<Incoming>, response_timeout: Duration) -> Response<BoxBody> {
+    let (mut parts, body) = res.into_parts();
+    let idle = response_idle(&parts.headers, response_timeout);
+    headers::strip_hop_by_hop(&mut parts.headers, false);
+    Response::from_parts(parts, body::boxed(body::Idle::new(body, idle)))
 }
 
 /// Sends `up` and waits for the response head. The response timeout counts

@@ -97,11 +97,11 @@ fn host_only(h: &str) -> &str {
 }
 
 /// The upstream path: the matched part replaced by `rewrite`, if any.
-pub fn rewrite(route: &RouteConfig, path: &str) -> String {
+pub fn rewrite<'p>(route: &'p RouteConfig, path: &'p str) -> Cow<'p, str> {
     let Some(to) = &route.rewrite else {
-        return path.to_owned();
+        return Cow::Borrowed(path);
     };
-    match &route.path {
+    Cow::Owned(match &route.path {
         PathMatch::Exact(_) => to.clone(),
         PathMatch::Prefix(p) => {
             let rest = &path[p.len().min(path.len())..];
@@ -115,7 +115,7 @@ pub fn rewrite(route: &RouteConfig, path: &str) -> String {
             out.push_str(rest);
             out
         }
-    }
+    })
 }
 
 /// The leak guard over the path that leaves: no rule names path segments,
@@ -126,7 +126,7 @@ pub fn guard_path<'p>(
     path: &'p str,
     engine: &crate::engine::Engine,
     stats: &mut crate::engine::Stats,
-) -> Result<std::borrow::Cow<'p, str>, crate::engine::EngineError> {
+) -> Result<Cow<'p, str>, crate::engine::EngineError> {
     // Only a segment that could hold an email or an address is decoded and
     // scanned; most paths have none.
     let suspect = |s: &str| {
@@ -135,7 +135,7 @@ pub fn guard_path<'p>(
             || (s.bytes().any(|b| b.is_ascii_digit()) && (s.contains('.') || s.contains(':')))
     };
     if !path.split('/').any(suspect) {
-        return Ok(std::borrow::Cow::Borrowed(path));
+        return Ok(Cow::Borrowed(path));
     }
     let mut out = String::with_capacity(path.len());
     let mut changed = false;
@@ -155,7 +155,7 @@ pub fn guard_path<'p>(
             e
         })?;
         match scanned {
-            std::borrow::Cow::Owned(scrubbed) if scrubbed != decoded => {
+            Cow::Owned(scrubbed) if scrubbed != decoded => {
                 changed = true;
                 out.extend(percent_encoding::utf8_percent_encode(&scrubbed, SEGMENT));
             }
@@ -163,9 +163,9 @@ pub fn guard_path<'p>(
         }
     }
     Ok(if changed {
-        std::borrow::Cow::Owned(out)
+        Cow::Owned(out)
     } else {
-        std::borrow::Cow::Borrowed(path)
+        Cow::Borrowed(path)
     })
 }
 

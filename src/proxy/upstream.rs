@@ -140,6 +140,14 @@ struct Pooled {
     since: Instant,
 }
 
+impl Pooled {
+    /// Closed, or ready but idle for longer than [`IDLE`]: to be dropped.
+    fn gone(&self, now: Instant) -> bool {
+        self.sender.is_closed()
+            || (self.sender.is_ready() && now.duration_since(self.since) >= IDLE)
+    }
+}
+
 impl Plain {
     fn new(cfg: &UpstreamConfig) -> Self {
         let port = cfg.authority.port_u16().unwrap_or(80);
@@ -207,15 +215,11 @@ impl Plain {
         let mut i = idle.len();
         while i > 0 {
             i -= 1;
-            let p = &idle[i];
-            if p.sender.is_closed() {
+            if idle[i].gone(now) {
                 // What `swap_remove` moves here was looked at already.
                 idle.swap_remove(i);
-            } else if p.sender.is_ready() {
-                let p = idle.swap_remove(i);
-                if now.duration_since(p.since) < IDLE {
-                    return Some(p.sender);
-                }
+            } else if idle[i].sender.is_ready() {
+                return Some(idle.swap_remove(i).sender);
             }
         }
         None
@@ -230,11 +234,8 @@ impl Plain {
         // would never be looked at: when the first entry has closed or idled
         // out, sweep them all (then the first is fresh again: rarely done).
         let now = Instant::now();
-        let gone = |p: &Pooled| {
-            p.sender.is_closed() || (p.sender.is_ready() && now.duration_since(p.since) >= IDLE)
-        };
-        if idle.first().is_some_and(gone) {
-            idle.retain(|p| !gone(p));
+        if idle.first().is_some_and(|p| p.gone(now)) {
+            idle.retain(|p| !p.gone(now));
         }
         idle.push(Pooled { sender, since: now });
     }
