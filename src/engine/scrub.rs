@@ -114,19 +114,14 @@ pub(crate) fn scrub_into(
                 p.email_into(s, &Default::default(), out);
                 true
             }
-            Detected::Ip6 | Detected::Ip4 => {
-                match s
-                    .parse::<IpAddr>()
-                    .ok()
-                    .and_then(|_| p.ip(s, IpMode::Token))
-                {
-                    Some(ip) => {
-                        crate::pseudo::push_ip(out, ip);
-                        true
-                    }
-                    None => false,
+            // `ip` parses the match itself (`None` if it is no address).
+            Detected::Ip6 | Detected::Ip4 => match p.ip(s, IpMode::Token) {
+                Some(ip) => {
+                    crate::pseudo::push_ip(out, ip);
+                    true
                 }
-            }
+                None => false,
+            },
             Detected::Phone => match phone(s) {
                 Some(n) => {
                     p.push_token(out, Kind::Phone, &n);
