@@ -55,7 +55,7 @@ pub(crate) fn walk(cx: &mut Ctx<'_>, input: &[u8], out: &mut String) -> Result<(
                     let shown = cx.scrub_key(&key);
                     let mut found = 0;
                     let none = Vec::new();
-                    let t = crate::privacy::guard::text(
+                    let guarded = crate::privacy::guard::text(
                         &t,
                         cx.seen.as_ref().unwrap_or(&none),
                         cx.guard,
@@ -71,9 +71,15 @@ pub(crate) fn walk(cx: &mut Ctx<'_>, input: &[u8], out: &mut String) -> Result<(
                         )
                     })?;
                     cx.stats.leaks_scrubbed += u64::from(found);
-                    ser.append_pair(&shown, &t);
+                    ser.append_pair(&shown, &guarded);
                     if let Some(prev) = cx.bridge.take() {
                         ser.append_pair(&format!("{shown}{}", super::BRIDGE_SUFFIX), &prev);
+                    }
+                    drop(guarded);
+                    // The buffer the value was produced in serves the next
+                    // one (see `Ctx::scratch`), as in the JSON walk.
+                    if let Cow::Owned(buf) = t {
+                        cx.scratch = buf;
                     }
                 }
                 Ok(Some(Produced::Literal(l))) => {
