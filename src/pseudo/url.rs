@@ -221,7 +221,7 @@ impl Pseudonymiser {
                     // Plain input passed through needs no encoding.
                     let put = |out: &mut String, t: &Cow<'_, str>| match t {
                         Cow::Borrowed(t) if plain => out.push_str(t),
-                        t => push_form(out, t),
+                        t => out.extend(form_urlencoded::byte_serialize(t.as_bytes())),
                     };
                     put(out, &k);
                     out.push('=');
@@ -274,36 +274,19 @@ impl Pseudonymiser {
 }
 
 /// One name or value of a query pair decoded as `form_urlencoded::parse`
-/// decodes it: `+` is a space, `%` before two hex digits the byte they
-/// spell (any other `%` stays), the result read as UTF-8 with invalid
-/// sequences replaced. Borrowed when there is nothing to decode.
+/// decodes it: `+` is a space, then percent-decoding, the result read as
+/// UTF-8 with invalid sequences replaced. Borrowed when there is nothing to
+/// decode.
 fn form_decode(s: &str) -> Cow<'_, str> {
-    if !s.bytes().any(|b| b == b'+' || b == b'%') {
-        return Cow::Borrowed(s);
+    if !s.contains('+') {
+        return percent_decode_str(s).decode_utf8_lossy();
     }
-    let b = s.as_bytes();
-    let mut bytes = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        let hex = |at: usize| b.get(at).and_then(|&h| char::from(h).to_digit(16));
-        match c {
-            b'+' => bytes.push(b' '),
-            b'%' => match (hex(i + 1), hex(i + 2)) {
-                (Some(h), Some(l)) => {
-                    bytes.push((h * 16 + l) as u8);
-                    i += 2;
-                }
-                _ => bytes.push(b'%'),
-            },
-            c => bytes.push(c),
-        }
-        i += 1;
-    }
-    match String::from_utf8(bytes) {
-        Ok(t) => Cow::Owned(t),
-        Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
-    }
+    let spaced = s.replace('+', " ");
+    let decoded = match percent_decode_str(&spaced).decode_utf8_lossy() {
+        Cow::Owned(d) => Some(d),
+        Cow::Borrowed(_) => None,
+    };
+    Cow::Owned(decoded.unwrap_or(spaced))
 }
 
 /// The bytes `form_urlencoded::byte_serialize` leaves as they are.
@@ -322,34 +305,6 @@ static FORM_PLAIN: [bool; 256] = {
 /// `form_urlencoded::byte_serialize` does not escape (no `+`, no `%`).
 fn form_plain(s: &str) -> bool {
     s.bytes().all(|b| FORM_PLAIN[usize::from(b)])
-}
-
-/// `s` form-urlencoded, as `form_urlencoded::Serializer` writes it (see
-/// `form_urlencoded::byte_serialize`): the bytes of [`form_plain`] as they
-/// are, space as `+`, every other byte as `%XX` in upper-case hex.
-fn push_form(out: &mut String, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut plain = 0;
-    let bytes = s.as_bytes();
-    for (i, &b) in bytes.iter().enumerate() {
-        if FORM_PLAIN[usize::from(b)] {
-            continue;
-        }
-        // Plain bytes are ASCII, so a run of them starts and ends on
-        // character boundaries.
-        if plain < i {
-            out.push_str(&s[plain..i]);
-        }
-        if b == b' ' {
-            out.push('+');
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 15)]));
-        }
-        plain = i + 1;
-    }
-    out.push_str(&s[plain..]);
 }
 
 /// A host the URL parser keeps as it is: dot-separated non-empty labels of
@@ -481,25 +436,6 @@ mod tests {
             let (_, theirs) = form_urlencoded::parse(pair.as_bytes()).next().unwrap();
             assert_eq!(form_decode(s), theirs, "{s:?}");
         }
-    }
-
-    #[test]
-    fn form_encoding_is_byte_serialize() {
-        let mut all = String::new();
-        for c in (0u32..0x250).chain([0x7ff, 0x800, 0xffff, 0x1_0000, 0x10_ffff]) {
-            let Some(c) = char::from_u32(c) else { continue };
-            let mut ours = String::new();
-            push_form(&mut ours, c.encode_utf8(&mut [0; 4]));
-            let theirs: String =
-                form_urlencoded::byte_serialize(c.encode_utf8(&mut [0; 4]).as_bytes()).collect();
-            assert_eq!(ours, theirs, "{c:?}");
-            all.push(c);
-            all.push_str("ab");
-        }
-        let mut ours = String::from("x");
-        push_form(&mut ours, &all);
-        let theirs: String = form_urlencoded::byte_serialize(all.as_bytes()).collect();
-        assert_eq!(ours, format!("x{theirs}"));
     }
 
     /// Wherever the fast path answers, it answers what the URL parser does.
