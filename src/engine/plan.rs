@@ -289,9 +289,10 @@ struct DfaState {
     nfa: Vec<State>,
     /// The winning rule among the states that completed their selector.
     winner: Option<RuleIdx>,
-    /// Keys some selector names at one of the states, and where they lead.
+    /// Keys some selector names at one of the states, and where they lead;
+    /// empty when there are many and `keys_hashed` holds them.
     keys: Vec<(Box<str>, KeyEdge)>,
-    /// The same, hashed, when there are many.
+    /// The same, hashed, when there are more than [`LINEAR_KEYS`].
     keys_hashed: Option<HashMap<Box<str>, KeyEdge, BuildHasherDefault<KeyHasher>>>,
     other_key: u32,
     indices: Vec<(usize, u32)>,
@@ -439,9 +440,10 @@ impl Automaton {
             let other_index = intern(step(Step::Index(other_index)), &mut dfa);
             let state = &mut dfa[next];
             if key_targets.len() > LINEAR_KEYS {
-                state.keys_hashed = Some(key_targets.iter().cloned().collect());
+                state.keys_hashed = Some(key_targets.into_iter().collect());
+            } else {
+                state.keys = key_targets;
             }
-            state.keys = key_targets;
             state.other_key = other_key;
             state.indices = index_targets;
             state.other_index = other_index;
@@ -728,9 +730,16 @@ mod tests {
             "**",
             "x.**.y.**.z",
             "c[0].c",
+            // With the keys above, more than `LINEAR_KEYS` named at the
+            // root: its keys are looked up by hash.
+            "d",
+            "e.d",
+            "f",
+            "g[0]",
+            "h.**.a",
         ];
         const KEYS: &[&str] = &[
-            "a", "b", "c", "u", "x", "y", "z", "email", "zzz", "", "\0", "\0\0",
+            "a", "b", "c", "d", "e", "h", "u", "x", "y", "z", "email", "zzz", "", "\0", "\0\0",
         ];
         let mut xorshift = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15);
         let mut next = move |n: usize| (xorshift() % n as u64) as usize;
@@ -789,6 +798,8 @@ mod tests {
         }
         assert!(undetermined > 1000, "{undetermined}");
         assert!(plain_keys > 1000, "{plain_keys}");
+        let all = auto_ranked(SELS, &rules);
+        assert!(all.dfa[all.start_id as usize].keys_hashed.is_some());
     }
 
     #[test]
