@@ -174,6 +174,9 @@
 //! | webinar_batch / scrim_engine | 9.02 ms | 113.7 MiB/s |
 //! | webinar_batch / serde_json_roundtrip | 7.77 ms | 131.9 MiB/s |
 //! | webinar_batch / scrim_walk_only | 6.12 ms | 167.4 MiB/s |
+//! | webinar_batch / scrim_audience_analytics | 15.9 ms | 64.7 MiB/s |
+//! | ndjson / scrim_engine | 8.90 ms | 115.3 MiB/s |
+//! | form / snowplow_pixel | 17.0 ms | 65.8 MiB/s |
 //!
 //! By stage and payload size, one run at 482db79's engine (criterion means,
 //! `-- 'scrub|json_|ndjson_|form_' --warm-up-time 1 --measurement-time 2`;
@@ -197,9 +200,6 @@
 //!
 //! The form's round trip is form_urlencoded alone, while the pixel's rules
 //! also open, transform and re-encode the base64 JSON in `ue_px` and `cx`.
-//! | webinar_batch / scrim_audience_analytics | 15.9 ms | 64.7 MiB/s |
-//! | ndjson / scrim_engine | 8.90 ms | 115.3 MiB/s |
-//! | form / snowplow_pixel | 17.0 ms | 65.8 MiB/s |
 
 use std::hint::black_box;
 use std::sync::Arc;
