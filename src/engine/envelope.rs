@@ -76,17 +76,9 @@ impl Engine {
         let res = walk(&mut cx, input);
         *out = std::mem::take(&mut cx.out);
         let consented = res?;
-        let mut stats = cx.stats;
         // One envelope is one event: a subject's objection, or an event
-        // without consent, withholds it all.
-        if cx.objected {
-            out.truncate(start);
-            stats.withheld_objection += 1;
-        } else if !consented {
-            out.truncate(start);
-            stats.withheld_consent += 1;
-        }
-        Ok(stats)
+        // without consent, withholds it all. The leak guard ran item by item.
+        self.finish_event(cx.objected, || consented, None, out, start, cx.stats)
     }
 
     /// Transforms one Sentry event as the store endpoint takes it (a JSON
@@ -114,19 +106,14 @@ impl Engine {
         }
         *out = std::mem::take(&mut cx.out);
         res?;
-        let mut stats = cx.stats;
-        if cx.objected {
-            out.truncate(start);
-            stats.withheld_objection += 1;
-            return Ok(stats);
-        }
-        if !super::event_consents(&self.rules, input) {
-            out.truncate(start);
-            stats.withheld_consent += 1;
-            return Ok(stats);
-        }
-        self.guard_document(cx.seen.as_ref(), out, start, &mut stats)?;
-        Ok(stats)
+        self.finish_event(
+            cx.objected,
+            || super::event_consents(&self.rules, input),
+            cx.seen.as_ref(),
+            out,
+            start,
+            cx.stats,
+        )
     }
 }
 

@@ -295,38 +295,43 @@ impl Engine {
         let res = cx.document(input);
         *out = cx.out;
         res?;
-        let mut stats = cx.stats;
-        if cx.objected {
-            out.truncate(start);
-            stats.withheld_objection += 1;
-            return Ok(stats);
-        }
-        if !event_consents(&self.rules, input) {
-            out.truncate(start);
-            stats.withheld_consent += 1;
-            return Ok(stats);
-        }
-        self.guard_document(cx.seen.as_ref(), out, start, &mut stats)?;
-        Ok(stats)
+        self.finish_event(
+            cx.objected,
+            || event_consents(&self.rules, input),
+            cx.seen.as_ref(),
+            out,
+            start,
+            cx.stats,
+        )
     }
 
-    /// The leak guard over one JSON document written at `out[start..]`;
-    /// `seen` is `None` when the guard is off.
-    pub(crate) fn guard_document(
+    /// The end of one event written at `out[start..]` (a JSON document, a
+    /// Sentry event or envelope), in this order: withheld whole when its
+    /// subject objected or it does not grant consent (counted in `stats`),
+    /// else the leak guard over it (`seen` is `None` when the guard is off
+    /// or has already run, item by item).
+    pub(crate) fn finish_event(
         &self,
+        objected: bool,
+        consented: impl FnOnce() -> bool,
         seen: Option<&crate::privacy::guard::Seen>,
         out: &mut Vec<u8>,
         start: usize,
-        stats: &mut Stats,
-    ) -> Result<(), EngineError> {
-        let Some(seen) = seen else {
-            return Ok(());
-        };
-        let mut found = 0;
-        crate::privacy::guard::json(out, start, seen, self.guard, &self.pseudo, &mut found)
-            .map_err(|leak| EngineError::at(0, Reason::Leak { path: leak.path }))?;
-        stats.leaks_scrubbed += u64::from(found);
-        Ok(())
+        mut stats: Stats,
+    ) -> Result<Stats, EngineError> {
+        if objected {
+            out.truncate(start);
+            stats.withheld_objection += 1;
+        } else if !consented() {
+            out.truncate(start);
+            stats.withheld_consent += 1;
+        } else if let Some(seen) = seen {
+            let mut found = 0;
+            crate::privacy::guard::json(out, start, seen, self.guard, &self.pseudo, &mut found)
+                .map_err(|leak| EngineError::at(0, Reason::Leak { path: leak.path }))?;
+            stats.leaks_scrubbed += u64::from(found);
+        }
+        Ok(stats)
     }
 
     /// Scans a text about to leave (a header value, a form or query value)
