@@ -114,9 +114,12 @@ impl Objections {
         self.entries.len()
     }
 
-    /// Has the subject with this (raw) value of `kind` objected?
+    /// Has the subject with this (raw) value of `kind` objected? An empty
+    /// register, the usual case, answers without computing the entry.
     pub fn contains(&self, kind: Kind, value: &str) -> bool {
-        supported(kind) && self.entries.contains(&self.key.entry(kind, value))
+        supported(kind)
+            && !self.entries.is_empty()
+            && self.entries.contains(&self.key.entry(kind, value))
     }
 
     fn file_mac(&self, entries: &[String]) -> Vec<u8> {
