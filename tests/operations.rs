@@ -63,7 +63,7 @@ async fn metrics_move_as_the_traffic_says() {
     let up = Upstream::start(ps::ok_responder()).await;
     let dir = ps::tempdir();
     let ring = init_ring(dir.path());
-    let analytics = rules("audience", "analytics", "13 months", EMAIL_RULES);
+    let analytics = audience_rules();
     let guarded = rules(
         "support",
         "support",
@@ -420,6 +420,25 @@ pub async fn wait_metric(
     }
 }
 
+/// Sends SIGHUP and waits until `scrim_reloads_total{outcome}` reaches
+/// `count`.
+pub async fn hup_and_wait(
+    client: &HttpClient,
+    p: &mut ChildGuard,
+    admin: SocketAddr,
+    outcome: &str,
+    count: f64,
+) {
+    signal(p, "-HUP");
+    let series = format!("scrim_reloads_total{{outcome=\"{outcome}\"}}");
+    wait_metric(client, p, admin, &series, count).await;
+}
+
+/// The rule file most operations tests route `/` through.
+fn audience_rules() -> String {
+    rules("audience", "analytics", "13 months", EMAIL_RULES)
+}
+
 /// One request of a load run: its number, the reload phase it was sent in,
 /// and its status (or the client's error).
 type Sent = (usize, usize, Result<u16, String>);
@@ -545,15 +564,7 @@ async fn sighup_reload_under_load_applies_good_configs_and_refuses_a_broken_one(
 
     // Phase 1: rules v2 keep `extra` too.
     std::fs::write(&rules_path, keep(&["n", "stage", "extra"])).expect("rules v2");
-    signal(&p, "-HUP");
-    wait_metric(
-        &client,
-        &mut p,
-        admin,
-        "scrim_reloads_total{outcome=\"ok\"}",
-        1.0,
-    )
-    .await;
+    hup_and_wait(&client, &mut p, admin, "ok", 1.0).await;
     phase.store(1, Ordering::SeqCst);
     let at = log.lock().unwrap().len();
     wait_sent(at + 40).await;
@@ -565,15 +576,7 @@ async fn sighup_reload_under_load_applies_good_configs_and_refuses_a_broken_one(
         cfg.replace("upstream = \"up\"", "upstream = \"nowhere\""),
     )
     .expect("broken config");
-    signal(&p, "-HUP");
-    wait_metric(
-        &client,
-        &mut p,
-        admin,
-        "scrim_reloads_total{outcome=\"refused\"}",
-        1.0,
-    )
-    .await;
+    hup_and_wait(&client, &mut p, admin, "refused", 1.0).await;
     phase.store(2, Ordering::SeqCst);
     let at = log.lock().unwrap().len();
     wait_sent(at + 40).await;
@@ -583,15 +586,7 @@ async fn sighup_reload_under_load_applies_good_configs_and_refuses_a_broken_one(
     phase.store(3, Ordering::SeqCst);
     std::fs::write(&config_path, &cfg).expect("config restored");
     std::fs::write(&rules_path, keep(&["n", "extra"])).expect("rules v3");
-    signal(&p, "-HUP");
-    wait_metric(
-        &client,
-        &mut p,
-        admin,
-        "scrim_reloads_total{outcome=\"ok\"}",
-        2.0,
-    )
-    .await;
+    hup_and_wait(&client, &mut p, admin, "ok", 2.0).await;
     phase.store(4, Ordering::SeqCst);
     let at = log.lock().unwrap().len();
     wait_sent(at + 40).await;
@@ -680,10 +675,7 @@ async fn sigterm_under_load_completes_every_accepted_request_then_exits_zero() {
     } = start_process(
         ps::tempdir(),
         &up.url(),
-        &route(
-            "/",
-            &rules("audience", "analytics", "13 months", EMAIL_RULES),
-        ),
+        &route("/", &audience_rules()),
         "drain_timeout_ms = 10000",
         "info",
     )
@@ -807,10 +799,7 @@ async fn shutdown_gives_up_on_a_hung_request_at_the_drain_deadline() {
     } = start_process(
         ps::tempdir(),
         &up.url(),
-        &route(
-            "/",
-            &rules("audience", "analytics", "13 months", EMAIL_RULES),
-        ),
+        &route("/", &audience_rules()),
         "drain_timeout_ms = 500",
         "info",
     )
@@ -872,10 +861,7 @@ async fn reload_swaps_the_listener_certificate_and_refuses_a_broken_one() {
         &up.url(),
         &ring,
         "",
-        &route(
-            "/",
-            &rules("audience", "analytics", "13 months", EMAIL_RULES),
-        ),
+        &route("/", &audience_rules()),
         None,
     )
     .replacen(
@@ -967,10 +953,7 @@ async fn a_reload_revokes_and_adds_admin_tokens() {
         &up.url(),
         &ring,
         "",
-        &route(
-            "/",
-            &rules("audience", "analytics", "13 months", EMAIL_RULES),
-        ),
+        &route("/", &audience_rules()),
         Some(("127.0.0.1:0", &audit)),
     );
     let running = start_scrim(dir.path(), &cfg).await;
@@ -1012,10 +995,7 @@ async fn a_reload_says_when_a_change_needs_a_restart() {
     } = start_process(
         ps::tempdir(),
         &up.url(),
-        &route(
-            "/",
-            &rules("audience", "analytics", "13 months", EMAIL_RULES),
-        ),
+        &route("/", &audience_rules()),
         "",
         "info",
     )
@@ -1023,15 +1003,7 @@ async fn a_reload_says_when_a_change_needs_a_restart() {
     let changed = config.replacen("[limits]\n", "[limits]\nmax_connections = 5\n", 1);
     assert_ne!(changed, config);
     std::fs::write(dir.path().join("scrim.toml"), changed).expect("new config");
-    signal(&p, "-HUP");
-    wait_metric(
-        &client,
-        &mut p,
-        admin,
-        "scrim_reloads_total{outcome=\"ok\"}",
-        1.0,
-    )
-    .await;
+    hup_and_wait(&client, &mut p, admin, "ok", 1.0).await;
     let log = p.stderr_text();
     assert!(log.contains("apply after a restart"), "log:\n{log}");
 }

@@ -528,6 +528,42 @@ pub fn chunk(data: &str) -> String {
     format!("{:x}\r\n{data}\r\n", data.len())
 }
 
+/// Reads one request (head and body, by Content-Length or to the last
+/// chunk) from a raw upstream's connection; `None` at EOF.
+pub async fn read_request(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+    let len = head.lines().find_map(|l| {
+        l.strip_prefix("content-length:")
+            .and_then(|v| v.trim().parse::<usize>().ok())
+    });
+    let chunked = head.contains("transfer-encoding: chunked");
+    loop {
+        let body = &buf[head_end..];
+        let done = match len {
+            Some(n) => body.len() >= n,
+            None => !chunked || body.ends_with(b"0\r\n\r\n"),
+        };
+        if done {
+            return Some(buf);
+        }
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Some(buf),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
 pub async fn raw_connect(addr: SocketAddr) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.expect("connect to scrim");
     s.set_nodelay(true).expect("nodelay");

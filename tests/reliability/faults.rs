@@ -36,7 +36,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use scrim::keyring::ring::KeyRing;
@@ -260,41 +260,6 @@ impl Drop for RawUp {
     }
 }
 
-/// Reads one request (head and body); `None` at EOF.
-async fn read_request(s: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(i) = ps::find(&buf, b"\r\n\r\n") {
-            break i + 4;
-        }
-        match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
-    let len = head.lines().find_map(|l| {
-        l.strip_prefix("content-length:")
-            .and_then(|v| v.trim().parse::<usize>().ok())
-    });
-    let chunked = head.contains("transfer-encoding: chunked");
-    loop {
-        let body = &buf[head_end..];
-        let done = match len {
-            Some(n) => body.len() >= n,
-            None => !chunked || body.ends_with(b"0\r\n\r\n"),
-        };
-        if done {
-            return Some(buf);
-        }
-        match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => return Some(buf),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
 async fn raw_upstream(listener: TcpListener, fault: Fault) -> RawUp {
     let addr = listener.local_addr().unwrap();
     let requests: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
@@ -311,7 +276,7 @@ async fn raw_upstream(listener: TcpListener, fault: Fault) -> RawUp {
                     held.lock().unwrap().push(s);
                     return;
                 }
-                while let Some(req) = read_request(&mut s).await {
+                while let Some(req) = ps::read_request(&mut s).await {
                     log.lock().unwrap().push(req);
                     match fault {
                         Fault::Answer => {

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::Cases;
 use crate::keyring::{rotate_via_admin, rules};
-use crate::operations::{signal, start_process, wait_metric, Process};
+use crate::operations::{hup_and_wait, start_process, Process};
 use crate::proxy_support::{self as ps, Upstream, WAIT};
 
 /// A request's number and its status (or the client's error).
@@ -152,15 +152,7 @@ async fn sustained_load_with_a_reload_and_a_rotation_loses_and_leaks_nothing() {
         }
         if !reloaded && started.elapsed() >= duration / 3 {
             std::fs::write(&rules_path, load_rules(true)).expect("rules v2");
-            signal(&p, "-HUP");
-            wait_metric(
-                &client,
-                &mut p,
-                admin,
-                "scrim_reloads_total{outcome=\"ok\"}",
-                1.0,
-            )
-            .await;
+            hup_and_wait(&client, &mut p, admin, "ok", 1.0).await;
             reloaded = true;
         }
         if !rotated && started.elapsed() >= duration * 2 / 3 {
