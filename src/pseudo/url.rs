@@ -123,29 +123,13 @@ impl Pseudonymiser {
         k: Cow<'q, str>,
         v: Cow<'q, str>,
     ) -> Option<(Cow<'q, str>, Cow<'q, str>)> {
-        let personal = if spec.pseudonymise_params.is_empty() {
-            PERSONAL_PARAMS.iter().any(|p| p.eq_ignore_ascii_case(&k))
-        } else {
-            spec.pseudonymise_params
-                .iter()
-                .any(|p| p.eq_ignore_ascii_case(&k))
-        };
-        if personal {
-            let token = self.param_token(&v);
-            Some((k, Cow::Owned(token)))
-        } else if spec.keep_params.iter().any(|p| p.as_str() == k) {
-            Some((k, v))
-        } else if spec.keep_unnamed_params {
-            // Free text keeps parameters it does not know, but not an email
-            // that one of them carries.
-            let v = if contains_email(&v) {
-                Cow::Owned(self.param_token(&v))
-            } else {
-                v
-            };
-            Some((k, v))
-        } else {
-            None
+        match fate(spec, &k, &v) {
+            Fate::Token => {
+                let token = self.param_token(&v);
+                Some((k, Cow::Owned(token)))
+            }
+            Fate::Keep => Some((k, v)),
+            Fate::Drop => None,
         }
     }
 
@@ -180,13 +164,17 @@ impl Pseudonymiser {
         if !plain_host(host) {
             return false;
         }
-        let (before_fragment, fragment) = match after.split_once('#') {
-            Some((b, f)) => (b, Some(f)),
-            None => (after, None),
-        };
-        let (path, query) = match before_fragment.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (before_fragment, None),
+        // One scan for the `?` and `#` (a `?` after the `#` is fragment).
+        let (path, query, fragment) = match memchr::memchr2(b'?', b'#', after.as_bytes()) {
+            None => (after, None, None),
+            Some(i) if after.as_bytes()[i] == b'#' => (&after[..i], None, Some(&after[i + 1..])),
+            Some(i) => {
+                let q = &after[i + 1..];
+                match memchr::memchr(b'#', q.as_bytes()) {
+                    Some(j) => (&after[..i], Some(&q[..j]), Some(&q[j + 1..])),
+                    None => (&after[..i], Some(q), None),
+                }
+            }
         };
         if !plain_path(path) {
             return false;
@@ -206,26 +194,39 @@ impl Pseudonymiser {
             out.push('?');
             let mut first = true;
             for seg in query.split('&').filter(|seg| !seg.is_empty()) {
-                let (k, v) = seg.split_once('=').unwrap_or((seg, ""));
+                let (k, v) = match memchr::memchr(b'=', seg.as_bytes()) {
+                    Some(i) => (&seg[..i], &seg[i + 1..]),
+                    None => (seg, ""),
+                };
                 let plain = form_plain(k) && form_plain(v);
                 let (k, v) = if plain {
                     (Cow::Borrowed(k), Cow::Borrowed(v))
                 } else {
                     (form_decode(k), form_decode(v))
                 };
-                if let Some((k, v)) = self.param(spec, k, v) {
-                    if !first {
-                        out.push('&');
-                    }
-                    first = false;
-                    // Plain input passed through needs no encoding.
-                    let put = |out: &mut String, t: &Cow<'_, str>| match t {
-                        Cow::Borrowed(t) if plain => out.push_str(t),
-                        t => out.extend(form_urlencoded::byte_serialize(t.as_bytes())),
-                    };
-                    put(out, &k);
-                    out.push('=');
+                let fate = fate(spec, &k, &v);
+                if fate == Fate::Drop {
+                    continue;
+                }
+                if !first {
+                    out.push('&');
+                }
+                first = false;
+                // Plain input passed through needs no encoding.
+                let put = |out: &mut String, t: &Cow<'_, str>| match t {
+                    Cow::Borrowed(t) if plain => out.push_str(t),
+                    t => out.extend(form_urlencoded::byte_serialize(t.as_bytes())),
+                };
+                put(out, &k);
+                out.push('=');
+                if fate == Fate::Keep {
                     put(out, &v);
+                } else {
+                    // The token is written in place, then encoded as
+                    // `byte_serialize` would: usually only its `@`.
+                    let at = out.len();
+                    self.param_token_into(&v, out);
+                    encode_tail(out, at);
                 }
             }
             if first {
@@ -265,10 +266,69 @@ impl Pseudonymiser {
     /// the email token, so it joins with email fields); anything else
     /// becomes an id token.
     fn param_token(&self, v: &str) -> String {
-        if v.contains('@') {
-            self.email(v, &Default::default())
+        let mut out = String::with_capacity(64);
+        self.param_token_into(v, &mut out);
+        out
+    }
+
+    /// [`param_token`](Self::param_token), appending to `out`.
+    fn param_token_into(&self, v: &str, out: &mut String) {
+        if memchr::memchr(b'@', v.as_bytes()).is_some() {
+            self.email_into(v, &Default::default(), out);
         } else {
-            self.id(v)
+            self.push_token(out, crate::engine::spec::Kind::Id, super::normalize::id(v));
+        }
+    }
+}
+
+/// What becomes of one query parameter.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Token,
+    Keep,
+    Drop,
+}
+
+fn fate(spec: &UrlSpec, k: &str, v: &str) -> Fate {
+    let personal = if spec.pseudonymise_params.is_empty() {
+        PERSONAL_PARAMS.iter().any(|p| p.eq_ignore_ascii_case(k))
+    } else {
+        spec.pseudonymise_params
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(k))
+    };
+    if personal {
+        Fate::Token
+    } else if spec.keep_params.iter().any(|p| p == k) {
+        Fate::Keep
+    } else if spec.keep_unnamed_params {
+        // Free text keeps parameters it does not know, but not an email
+        // that one of them carries.
+        if contains_email(v) {
+            Fate::Token
+        } else {
+            Fate::Keep
+        }
+    } else {
+        Fate::Drop
+    }
+}
+
+/// Form-encodes `out[at..]` in place, as `form_urlencoded::byte_serialize`
+/// does. A token's only such byte is usually the `@` of an email token,
+/// which is spliced in without re-encoding the rest.
+fn encode_tail(out: &mut String, at: usize) {
+    let tail = &out.as_bytes()[at..];
+    let mut odd = tail
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| !FORM_PLAIN[usize::from(b)]);
+    match (odd.next(), odd.next()) {
+        (None, _) => {}
+        (Some((i, b'@')), None) => out.replace_range(at + i..at + i + 1, "%40"),
+        _ => {
+            let raw = out.split_off(at);
+            out.extend(form_urlencoded::byte_serialize(raw.as_bytes()));
         }
     }
 }
@@ -409,6 +469,26 @@ fn contains_email(s: &str) -> bool {
 mod tests {
     use super::*;
     use crate::keyring::KeyMaterial;
+
+    #[test]
+    fn tails_are_encoded_as_byte_serialize_encodes() {
+        for s in [
+            "",
+            "k1_4m0fmq5tb1kg8b6d0pc0kv3n4o",
+            "k1_4m0fmq5tb1kg8b6d0pc0kv3n4o@pseudonym.invalid",
+            "k1_x@søren.dk",
+            "a@b@c",
+            "a b+c",
+            "@",
+            "x@",
+        ] {
+            let mut out = String::from("p=q&k=");
+            out.push_str(s);
+            encode_tail(&mut out, 6);
+            let want: String = form_urlencoded::byte_serialize(s.as_bytes()).collect();
+            assert_eq!(out, format!("p=q&k={want}"), "{s:?}");
+        }
+    }
 
     #[test]
     fn form_decoding_is_form_urlencoded() {
