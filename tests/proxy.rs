@@ -1705,32 +1705,41 @@ async fn pass_through_route_forwards_unchanged_and_only_where_declared() {
 /// A raw HTTP/1.1 upstream: answers every request `200 {}` without
 /// `Connection: close`, so the proxy may keep the connection; with `close`
 /// it then closes it anyway, as an upstream does at its keep-alive limit.
-/// Returns its address and the number of connections it accepted.
-async fn counting_upstream(close: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+/// Each answer waits `delay`. Returns its address, the number of
+/// connections it accepted and the number still open.
+async fn counting_upstream(
+    close: bool,
+    delay: Duration,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
+    let open = Arc::new(AtomicUsize::new(0));
+    let (count, still) = (accepted.clone(), open.clone());
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
+            still.fetch_add(1, Ordering::SeqCst);
+            let still = still.clone();
             tokio::spawn(async move {
                 while read_request(&mut s).await.is_some() {
+                    tokio::time::sleep(delay).await;
                     let answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
                     if s.write_all(answer).await.is_err() || close {
-                        return;
+                        break;
                     }
                 }
+                still.fetch_sub(1, Ordering::SeqCst);
             });
         }
     });
-    (addr, accepted)
+    (addr, accepted, open)
 }
 
 #[tokio::test]
 async fn upstream_connections_are_kept_and_one_the_upstream_closed_is_not_reused() {
     for close in [false, true] {
-        let (addr, accepted) = counting_upstream(close).await;
+        let (addr, accepted, _) = counting_upstream(close, Duration::ZERO).await;
         let routes = format!(
             "[[route]]\npath_prefix = \"/pass/\"\nupstream = \"up\"\npass_through = true\n\n{}",
             audience_route()
@@ -1766,4 +1775,99 @@ async fn upstream_connections_are_kept_and_one_the_upstream_closed_is_not_reused
         }
         proxy.stop().await;
     }
+}
+
+#[tokio::test]
+async fn after_a_burst_at_most_max_idle_upstream_connections_stay_open() {
+    let (addr, accepted, open) = counting_upstream(false, Duration::from_millis(300)).await;
+    let routes = "[[route]]\npath_prefix = \"/pass/\"\nupstream = \"up\"\npass_through = true\n";
+    let proxy = Proxy::start(
+        tempdir(),
+        &config(
+            &format!("http://{addr}"),
+            "max_idle_connections = 2",
+            "",
+            routes,
+        ),
+    )
+    .await;
+    let client = h1_client();
+    // Eight at once: each needs its own upstream connection.
+    let burst = (0..8).map(|_| {
+        send(
+            &client,
+            post(
+                &proxy.url("/pass/x"),
+                "application/json",
+                full(event_json()),
+            ),
+        )
+    });
+    for r in futures_util::future::join_all(burst).await {
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 8);
+    // The six past the cap are closed; the two kept serve what follows.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while open.load(Ordering::SeqCst) > 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(open.load(Ordering::SeqCst), 2, "connections left open");
+    for _ in 0..3 {
+        let r = send(
+            &client,
+            post(
+                &proxy.url("/pass/x"),
+                "application/json",
+                full(event_json()),
+            ),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        8,
+        "the kept ones were reused"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn kept_upstream_connections_close_after_the_idle_timeout_without_traffic() {
+    let (addr, accepted, open) = counting_upstream(false, Duration::from_millis(100)).await;
+    let routes = "[[route]]\npath_prefix = \"/pass/\"\nupstream = \"up\"\npass_through = true\n";
+    let proxy = Proxy::start(
+        tempdir(),
+        &config(
+            &format!("http://{addr}"),
+            "idle_timeout_ms = 300",
+            "",
+            routes,
+        ),
+    )
+    .await;
+    let client = h1_client();
+    let burst = (0..3).map(|_| {
+        send(
+            &client,
+            post(
+                &proxy.url("/pass/x"),
+                "application/json",
+                full(event_json()),
+            ),
+        )
+    });
+    for r in futures_util::future::join_all(burst).await {
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    assert_eq!(open.load(Ordering::SeqCst), 3, "kept for the next request");
+    // No request comes: the sweep, not a checkout, closes them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while open.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(open.load(Ordering::SeqCst), 0, "idle connections left open");
+    proxy.stop().await;
 }

@@ -182,6 +182,14 @@ pub struct UpstreamSpec {
     /// of a streamed body, to answer after the last, or for the next piece
     /// of a response body outside event streams); default 30000.
     pub response_timeout_ms: Option<u64>,
+    /// Connections kept open for the next request once a response has
+    /// come back (default 256; 0 keeps none). Past it the oldest is closed,
+    /// so a burst does not leave hundreds open until they idle out.
+    pub max_idle_connections: Option<usize>,
+    /// How long a kept connection may wait for its next request before
+    /// scrim closes it; default 90000. Keep it below the upstream's own
+    /// keep-alive timeout, so that scrim, not the upstream, closes first.
+    pub idle_timeout_ms: Option<u64>,
     /// Headers injected into every request, after the rules ran. `${VAR}` is
     /// replaced from the environment at load, so secrets stay out of the file.
     #[serde(default)]

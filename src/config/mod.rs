@@ -120,6 +120,10 @@ pub struct UpstreamConfig {
     pub ca_file: Option<PathBuf>,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// Connections kept for reuse, at most.
+    pub max_idle: usize,
+    /// How long a kept connection may wait for its next request.
+    pub idle_timeout: Duration,
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -565,6 +569,8 @@ impl Cx<'_> {
             ca_file: spec.ca_file.as_ref().map(|p| self.resolve(p)),
             connect_timeout: Duration::from_millis(spec.connect_timeout_ms.unwrap_or(5_000)),
             response_timeout: Duration::from_millis(spec.response_timeout_ms.unwrap_or(30_000)),
+            max_idle: spec.max_idle_connections.unwrap_or(256),
+            idle_timeout: Duration::from_millis(spec.idle_timeout_ms.unwrap_or(90_000)),
             headers,
         })
     }

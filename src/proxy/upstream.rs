@@ -9,7 +9,7 @@
 //!   key, checks out through futures and spawns a task per request to give
 //!   the connection back.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use http::{header, HeaderValue, Request, Response};
@@ -25,9 +25,6 @@ use super::{BoxBody, BoxError};
 use crate::config::UpstreamConfig;
 
 type TlsClient = Client<HttpsConnector<HttpConnector>, BoxBody>;
-
-/// How long a connection may stay idle in a pool.
-const IDLE: Duration = Duration::from_secs(90);
 
 /// The client of one upstream; cheap to clone (routes to one upstream share
 /// its pool).
@@ -111,7 +108,8 @@ pub fn client(cfg: &UpstreamConfig) -> Result<HttpClient, UpstreamError> {
         .wrap_connector(http);
     Ok(HttpClient::Tls(Box::new(
         Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(IDLE)
+            .pool_idle_timeout(cfg.idle_timeout)
+            .pool_max_idle_per_host(cfg.max_idle)
             .build(https),
     )))
 }
@@ -129,6 +127,9 @@ struct PlainInner {
     addr: String,
     host: HeaderValue,
     connect_timeout: Duration,
+    /// Entries of `idle` at most.
+    max_idle: usize,
+    idle_timeout: Duration,
     /// Connections given back after their last response head arrived: an
     /// entry is usable again once hyper says it is ready (its last response
     /// body has been read), which a checkout tests without waiting.
@@ -137,30 +138,54 @@ struct PlainInner {
 
 struct Pooled {
     sender: http1::SendRequest<BoxBody>,
-    since: Instant,
+    /// When it idles out, counted from when it was given back (a response
+    /// body may still be read for a while after).
+    expires: Instant,
 }
 
 impl Pooled {
-    /// Closed, or ready but idle for longer than [`IDLE`]: to be dropped.
+    /// Closed, or ready but idle past the upstream's idle timeout: to be
+    /// dropped.
     fn gone(&self, now: Instant) -> bool {
-        self.sender.is_closed()
-            || (self.sender.is_ready() && now.duration_since(self.since) >= IDLE)
+        self.sender.is_closed() || (self.sender.is_ready() && now >= self.expires)
+    }
+}
+
+/// Every third of the idle timeout, drops the pool's closed and idled-out
+/// connections, until the pool is gone.
+async fn sweep(pool: Weak<PlainInner>, idle_timeout: Duration) {
+    let mut every = tokio::time::interval((idle_timeout / 3).max(Duration::from_millis(10)));
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let Some(inner) = pool.upgrade() else { return };
+        let mut idle = inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        idle.retain(|p| !p.gone(now));
     }
 }
 
 impl Plain {
     fn new(cfg: &UpstreamConfig) -> Self {
         let port = cfg.authority.port_u16().unwrap_or(80);
-        Self {
-            inner: Arc::new(PlainInner {
-                name: cfg.name.clone(),
-                addr: format!("{}:{port}", cfg.authority.host()),
-                host: HeaderValue::from_str(cfg.authority.as_str())
-                    .expect("an authority is a valid header value"),
-                connect_timeout: cfg.connect_timeout,
-                idle: Mutex::new(Vec::new()),
-            }),
+        let inner = Arc::new(PlainInner {
+            name: cfg.name.clone(),
+            addr: format!("{}:{port}", cfg.authority.host()),
+            host: HeaderValue::from_str(cfg.authority.as_str())
+                .expect("an authority is a valid header value"),
+            connect_timeout: cfg.connect_timeout,
+            max_idle: cfg.max_idle,
+            idle_timeout: cfg.idle_timeout,
+            idle: Mutex::new(Vec::new()),
+        });
+        // Checkouts and give-backs drop what idled out, but only while
+        // requests come: a sweep now and then closes what a quiet upstream
+        // would otherwise keep open. It ends with the client (a reload
+        // builds new ones). Without a runtime (`scrim check`) nothing sends.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(sweep(Arc::downgrade(&inner), cfg.idle_timeout));
         }
+        Self { inner }
     }
 
     async fn request(&self, mut req: Request<BoxBody>) -> Result<Response<Incoming>, BoxError> {
@@ -237,7 +262,18 @@ impl Plain {
         if idle.first().is_some_and(|p| p.gone(now)) {
             idle.retain(|p| !p.gone(now));
         }
-        idle.push(Pooled { sender, since: now });
+        if self.inner.max_idle == 0 {
+            return;
+        }
+        if idle.len() >= self.inner.max_idle {
+            // Dropping the handle closes the connection once its response,
+            // if one is still being read, is done.
+            idle.remove(0);
+        }
+        idle.push(Pooled {
+            sender,
+            expires: now + self.inner.idle_timeout,
+        });
     }
 
     async fn connect(&self) -> Result<http1::SendRequest<BoxBody>, BoxError> {
