@@ -80,7 +80,9 @@ pub(crate) fn scrub_into(
     found: &mut Found,
     out: &mut String,
 ) -> bool {
-    may_hold_personal(text) && replace_found(p, url, text, found, out)
+    // A long text is cut into windows that can hold a match, which is the
+    // pre-check done more precisely: none, and the regex never runs.
+    (text.len() > WINDOWED || may_hold_personal(text)) && replace_found(p, url, text, found, out)
 }
 
 /// [`scrub_into`] without the pre-check.
@@ -92,24 +94,20 @@ fn replace_found(
     out: &mut String,
 ) -> bool {
     let mut last = 0;
-    // `find_iter` runs the lazy DFA only; a capturing search would run a
-    // backtracker over every match as well. The matched text alone tells
-    // which alternative matched (see `Detected::of`).
-    for m in DETECTOR.find_iter(text) {
-        let mut s = m.as_str();
+    for (start, mut s) in detections(text) {
         let detected = Detected::of(s);
         if detected == Detected::Ip6 {
             // An address may end in `::`, and then run into a following
             // `:` ("2001:db8::: x"): the longest prefix that parses is the IP.
             s = ip6_prefix(s).unwrap_or(s);
         }
-        let end = m.start() + s.len();
+        let end = start + s.len();
         let mark = out.len();
         if last == 0 {
             // Tokens are about as long as what they replace.
             out.reserve(text.len() + 64);
         }
-        out.push_str(&text[last..m.start()]);
+        out.push_str(&text[last..start]);
         let at = out.len();
         let replaced = match detected {
             Detected::Url => {
@@ -150,6 +148,151 @@ fn replace_found(
     }
     out.push_str(&text[last..]);
     true
+}
+
+/// Past this length a text is searched window by window: finding the
+/// windows costs about what the regex does on a short text, and each
+/// search has a fixed cost, so short texts are searched whole.
+const WINDOWED: usize = 256;
+
+/// The detector's matches in `text`, with their offsets: exactly what
+/// `DETECTOR.find_iter(text)` finds, but in a long text the regex reads
+/// only the [`windows`] that can hold a match. `find_iter` runs the lazy
+/// DFA only; a capturing search would run a backtracker over every match
+/// as well. The matched text alone tells which alternative matched (see
+/// `Detected::of`).
+fn detections(text: &str) -> impl Iterator<Item = (usize, &str)> + '_ {
+    let (whole, windows) = if text.len() > WINDOWED {
+        (None, windows(text))
+    } else {
+        (Some(0..text.len()), Vec::new())
+    };
+    matches_in(text, whole.into_iter().chain(windows))
+}
+
+/// The detector's matches in each of `windows` of `text`, with offsets.
+fn matches_in<'t>(
+    text: &'t str,
+    windows: impl IntoIterator<Item = std::ops::Range<usize>, IntoIter: 't>,
+) -> impl Iterator<Item = (usize, &'t str)> + 't {
+    windows.into_iter().flat_map(move |w| {
+        DETECTOR
+            .find_iter(&text[w.clone()])
+            .map(move |m| (w.start + m.start(), m.as_str()))
+    })
+}
+
+/// Stretches of `text` that hold every match of the detector, in order and
+/// apart. Each alternative's matches contain a mark, and lie within the run
+/// of the characters the alternative can match around it:
+/// - an email, an `@`: the local part's characters before, the domain's
+///   after;
+/// - an IPv6 address, a `:` followed by at most four hex digits and another
+///   `:` (how one starts): hex digits, `:` and `.` around;
+/// - a URL, `http://` or `https://`: up to the next ASCII space, `<`, `>`,
+///   quote or backtick;
+/// - an IPv4 address, a `.` between ASCII digits: digits and dots around;
+/// - a phone number, eight or more characters of digits, spaces, tabs,
+///   `(`, `)`, `.`, `-` and `+` with a digit among them.
+///
+/// Bytes beyond ASCII count as any letter or digit (Unicode letters and
+/// digits are in the classes), so a window is never too short. Windows are
+/// widened to the nearest byte that is no ASCII word character, so that the
+/// detector's `\b` reads the same at a window's ends as in the whole text,
+/// and merged where they touch.
+fn windows(text: &str) -> Vec<std::ops::Range<usize>> {
+    let b = text.as_bytes();
+    let wide = |c: u8| c >= 0x80;
+    let local = |c: u8| {
+        wide(c) || c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-')
+    };
+    let domain = |c: u8| wide(c) || c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-');
+    let ip6 = |c: u8| c.is_ascii_hexdigit() || matches!(c, b':' | b'.');
+    let ip4 = |c: u8| c.is_ascii_digit() || c == b'.';
+    let phone = |c: u8| {
+        wide(c)
+            || c.is_ascii_digit()
+            || matches!(c, b' ' | b'\t' | b'(' | b')' | b'.' | b'-' | b'+')
+    };
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    // Where the run of `class` bytes around `i` starts, and where it ends.
+    fn back(b: &[u8], i: usize, class: impl Fn(u8) -> bool) -> usize {
+        b[..i].iter().rposition(|&c| !class(c)).map_or(0, |p| p + 1)
+    }
+    fn ahead(b: &[u8], i: usize, class: impl Fn(u8) -> bool) -> usize {
+        b[i..]
+            .iter()
+            .position(|&c| !class(c))
+            .map_or(b.len(), |p| i + p)
+    }
+    let mut found: Vec<std::ops::Range<usize>> = Vec::new();
+    // Phone runs, around each digit (or byte beyond ASCII) not in one yet;
+    // sixteen bytes without one are passed over at once.
+    let digitish = |c: u8| c.is_ascii_digit() | wide(c);
+    let mut covered = 0;
+    let mut runs_in = |at: usize, chunk: &[u8]| {
+        for (j, &c) in chunk.iter().enumerate() {
+            let i = at + j;
+            if i >= covered && digitish(c) {
+                let run = back(b, i, phone)..ahead(b, i, phone);
+                covered = run.end;
+                if run.len() >= 8 {
+                    found.push(run);
+                }
+            }
+        }
+    };
+    let mut chunks = b.chunks_exact(16);
+    for (n, chunk) in (&mut chunks).enumerate() {
+        // No early exit within the chunk: the fold vectorises.
+        if chunk.iter().fold(false, |any, &c| any | digitish(c)) {
+            runs_in(n * 16, chunk);
+        }
+    }
+    runs_in(b.len() - chunks.remainder().len(), chunks.remainder());
+    for i in memchr::memchr3_iter(b'@', b':', b'.', b) {
+        match b[i] {
+            b'@' => found.push(back(b, i, local)..ahead(b, i + 1, domain)),
+            b':' => {
+                let hex = b[i + 1..]
+                    .iter()
+                    .take(5)
+                    .position(|c| !c.is_ascii_hexdigit());
+                if hex.is_some_and(|k| b[i + 1 + k] == b':') {
+                    found.push(back(b, i, ip6)..ahead(b, i, ip6));
+                }
+                if b[i + 1..].starts_with(b"//") {
+                    let scheme = if b[..i].ends_with(b"https") { 5 } else { 4 };
+                    if b[..i].ends_with(b"http") || scheme == 5 {
+                        let end = ahead(b, i, |c: u8| {
+                            !(c.is_ascii_whitespace()
+                                || matches!(c, b'<' | b'>' | b'"' | b'\'' | b'`'))
+                        });
+                        found.push(i - scheme..end);
+                    }
+                }
+            }
+            _ if i > 0
+                && b[i - 1].is_ascii_digit()
+                && b.get(i + 1).is_some_and(u8::is_ascii_digit) =>
+            {
+                found.push(back(b, i, ip4)..ahead(b, i, ip4));
+            }
+            _ => {}
+        }
+    }
+    for w in &mut found {
+        *w = back(b, w.start, word)..ahead(b, w.end, word);
+    }
+    found.sort_unstable_by_key(|w| w.start);
+    let mut merged: Vec<std::ops::Range<usize>> = Vec::with_capacity(found.len());
+    for w in found {
+        match merged.last_mut() {
+            Some(last) if w.start <= last.end => last.end = last.end.max(w.end),
+            _ => merged.push(w),
+        }
+    }
+    merged
 }
 
 /// The kind of the first personal value found in `text` (`"url"`,
@@ -384,7 +527,7 @@ mod tests {
     }
 
     /// Group 0 and the detecting group of every match.
-    fn detections(re: &Regex, text: &str) -> Vec<(usize, usize, &'static str)> {
+    fn detections_of(re: &Regex, text: &str) -> Vec<(usize, usize, &'static str)> {
         re.captures_iter(text)
             .map(|c| {
                 let m = c.get(0).unwrap();
@@ -464,6 +607,19 @@ mod tests {
             "http://",
             "https://h@x.io",
             "1-2-3-4-5",
+            "_",
+            "'",
+            "<",
+            "`",
+            "\"",
+            "http://x",
+            "ftp://x",
+            "a_b",
+            "1_2.3.4.5",
+            "+45",
+            "9",
+            "\u{a0}",
+            "Https://x.io",
         ];
         let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15);
         let mut kinds = std::collections::HashSet::new();
@@ -473,7 +629,13 @@ mod tests {
             let text: String = (0..n)
                 .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
                 .collect();
-            kinds.extend(detections(&DETECTOR, &text).into_iter().map(|d| d.2));
+            kinds.extend(detections_of(&DETECTOR, &text).into_iter().map(|d| d.2));
+            let whole: Vec<(usize, &str)> = DETECTOR
+                .find_iter(&text)
+                .map(|m| (m.start(), m.as_str()))
+                .collect();
+            let windowed: Vec<(usize, &str)> = matches_in(&text, windows(&text)).collect();
+            assert_eq!(windowed, whole, "{text:?}");
             // The pre-check lets through every text something is replaced
             // in (the scrub itself skips it, so the detector runs here).
             if !may_hold_personal(&text) {
