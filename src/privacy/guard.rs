@@ -73,17 +73,45 @@ fn has_non_ascii_case(t: &str) -> bool {
     })
 }
 
-/// `t` lower-cased for a substring test: by ASCII letters alone unless
-/// `unicode`.
-fn lowered(t: &str, unicode: bool) -> Cow<'_, str> {
-    if unicode {
-        Cow::Owned(t.to_lowercase())
-    } else if t.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(t.to_ascii_lowercase())
+/// Whether `hay` holds `needle` (lower case) with ASCII letters in any
+/// case, other bytes as they are: what a search of the ASCII-lower-cased
+/// `hay` finds, without lower-casing it. The search jumps between the
+/// places of the needle's rarest byte in JSON text, then compares there.
+fn contains_ascii_ci(hay: &[u8], needle: &[u8]) -> bool {
+    let Some((k, &c)) = needle
+        .iter()
+        .enumerate()
+        .min_by_key(|&(_, &c)| RANK[usize::from(c)])
+    else {
+        return true;
+    };
+    let at = |h: usize| {
+        h.checked_sub(k)
+            .and_then(|start| hay.get(start..start + needle.len()))
+            .is_some_and(|w| w.eq_ignore_ascii_case(needle))
+    };
+    if c.is_ascii_lowercase() {
+        memchr::memchr2_iter(c, c.to_ascii_uppercase(), hay).any(at)
     } else {
-        Cow::Borrowed(t)
+        memchr::memchr_iter(c, hay).any(at)
     }
 }
+
+/// How common a byte is in JSON events, case folded: bytes not listed
+/// (`@`, `+`, most punctuation, bytes beyond ASCII) are the rarest, then
+/// from `j` to the most common, `"`.
+static RANK: [u8; 256] = {
+    const ORDER: &[u8] = b"jqzxk_bvyw-gfpm9876543210ucdlhrsinoa:,te \"";
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < ORDER.len() {
+        let c = ORDER[i];
+        t[c as usize] = (i + 1) as u8;
+        t[c.to_ascii_uppercase() as usize] = (i + 1) as u8;
+        i += 1;
+    }
+    t
+};
 
 /// The request's own identifiers in `t`, in any case, replaced by their
 /// pseudonyms. A substring test finds them; the automaton that replaces
@@ -110,9 +138,14 @@ fn own_identifiers<'t>(
     // is written back into a message.
     let unicode = own.iter().any(|(raw, _)| !raw.is_ascii()) && has_non_ascii_case(t);
     let holds = |text: &str| {
-        let hay = lowered(text, unicode);
-        own.iter()
-            .any(|(raw, _)| memchr::memmem::find(hay.as_bytes(), raw.as_bytes()).is_some())
+        if unicode {
+            let hay = text.to_lowercase();
+            own.iter()
+                .any(|(raw, _)| memchr::memmem::find(hay.as_bytes(), raw.as_bytes()).is_some())
+        } else {
+            own.iter()
+                .any(|(raw, _)| contains_ascii_ci(text.as_bytes(), raw.as_bytes()))
+        }
     };
     if !holds(t) {
         return Ok(Cow::Borrowed(t));
@@ -551,6 +584,28 @@ mod tests {
                 .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
                 .collect();
             assert_eq!(has_non_ascii_case(&t), reference(&t), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn ascii_case_insensitive_search_is_a_search_of_the_lowered_text() {
+        let alphabet: Vec<char> = "aAbBkK@ .\"-1øØ".chars().collect();
+        let mut next = crate::testing::xorshift(0x5eed_0f_ca5e);
+        for _ in 0..20_000 {
+            let mut pick = |longest: u64, least: u64| -> String {
+                let n = least + next() % (longest - least + 1);
+                (0..n)
+                    .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                    .collect()
+            };
+            let hay = pick(24, 0);
+            let needle = pick(4, 1).to_lowercase();
+            let want = memchr::memmem::find(hay.to_ascii_lowercase().as_bytes(), needle.as_bytes());
+            assert_eq!(
+                contains_ascii_ci(hay.as_bytes(), needle.as_bytes()),
+                want.is_some(),
+                "{hay:?} {needle:?}"
+            );
         }
     }
 
