@@ -590,7 +590,7 @@ mod tests {
     #[test]
     fn ascii_case_insensitive_search_is_a_search_of_the_lowered_text() {
         let alphabet: Vec<char> = "aAbBkK@ .\"-1øØ".chars().collect();
-        let mut next = crate::testing::xorshift(0x5eed_0f_ca5e);
+        let mut next = crate::testing::xorshift(0x005e_ed0f_ca5e);
         for _ in 0..20_000 {
             let mut pick = |longest: u64, least: u64| -> String {
                 let n = least + next() % (longest - least + 1);
