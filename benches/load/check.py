@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks a sample of what the sink received from one peer.
 
-  check.py pass|pseudo SINK_PORT MIN_COUNT
+  check.py pass|pseudo SINK_PORT MIN_COUNT [https]
 
 Fetches (and clears) the bodies sink.py recorded. `pass`: every body is the
 event as sent (raw email, every field). `pseudo`: every body carries the
@@ -10,11 +10,16 @@ rules do not list. Exits 1 on the first body that fails, naming why (never
 printing personal data beyond the generated test values)."""
 import json
 import re
+import ssl
 import sys
 import urllib.request
 
 mode, port, least = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-with urllib.request.urlopen(f"http://127.0.0.1:{port}/__dump", timeout=30) as r:
+# `https`: the sink speaks TLS with the run's own certificate (loopback).
+https = sys.argv[4:] == ["https"]
+ctx = ssl._create_unverified_context() if https else None
+url = f"{'https' if https else 'http'}://127.0.0.1:{port}/__dump"
+with urllib.request.urlopen(url, timeout=30, context=ctx) as r:
     bodies = json.load(r)
 
 TOKEN = r"k1_[0-9a-v]{26}"

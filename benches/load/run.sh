@@ -4,6 +4,7 @@
 #   bash benches/load/run.sh            # check, then the speed runs (about 4 minutes)
 #   bash benches/load/run.sh memory     # RSS with 1,000 connections, and a 1 GiB NDJSON stream
 #   bash benches/load/run.sh all        # both
+#   bash benches/load/run.sh tls        # check, then the speed runs with an https upstream
 #
 # Environment: DURATION (seconds per run, default 10), ROUNDS (3), CONNS (64),
 # WARMUP (seconds per peer before the rounds, 2), PROXY_CPU (1), LOAD_CPU (0),
@@ -31,11 +32,12 @@ SINK_PORT=$BASE
 NGINX_PORT=$((BASE + 1))
 HAPROXY_PORT=$((BASE + 2))
 LUA_PORT=$((BASE + 3))
+TLS_SINK_PORT=$((BASE + 4))
 STREAM_PORT=$((BASE + 9))
 SCRIM_PORT=$((BASE + 10))
 
-case "$MODE" in bench | memory | all) ;; *)
-    echo "usage: $0 [bench|memory|all]" >&2
+case "$MODE" in bench | memory | all | tls) ;; *)
+    echo "usage: $0 [bench|memory|all|tls]" >&2
     exit 2
     ;;
 esac
@@ -49,6 +51,7 @@ command -v haproxy >/dev/null || need_install+=(haproxy)
 [ -e /usr/lib/x86_64-linux-gnu/lua/5.1/cjson.so ] || need_install+=(lua-cjson)
 command -v taskset >/dev/null || need_install+=(util-linux)
 command -v curl >/dev/null || need_install+=(curl)
+command -v openssl >/dev/null || need_install+=(openssl)
 if [ ${#need_install[@]} -gt 0 ]; then
     echo "installing: ${need_install[*]}"
     SUDO=""
@@ -89,6 +92,7 @@ trap 'exit 130' INT TERM
 render() { # template -> $WORK/name
     sed -e "s#@WORK@#$WORK#g" -e "s#@HERE@#$HERE#g" -e "s#@SINK_PORT@#$SINK_PORT#g" \
         -e "s#@STREAM_PORT@#$STREAM_PORT#g" -e "s#@SCRIM_PORT@#$SCRIM_PORT#g" \
+        -e "s#@TLS_SINK_PORT@#$TLS_SINK_PORT#g" \
         -e "s#@PORT@#$2#g" "$HERE/$1" >"$WORK/$3"
 }
 
@@ -122,6 +126,19 @@ wait_port() {
     exit 1
 }
 
+# The https sink's certificate, from a CA made for this run: scrim trusts
+# the CA (`ca_file`); nginx, as configured by default, verifies nothing.
+(
+    cd "$WORK"
+    ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    openssl req -x509 "${ec[@]}" -keyout ca.key -out ca.crt -days 2 -subj /CN=scrim-bench-ca
+    openssl req "${ec[@]}" -keyout sink.key -out sink.csr -subj /CN=127.0.0.1
+    printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >sink.ext
+    openssl x509 -req -in sink.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+        -extfile sink.ext -out sink.crt
+    chmod 644 sink.key # nginx workers run as nobody
+) >"$WORK/openssl.log" 2>&1
+
 export SCRIM_KEY
 SCRIM_KEY=$(head -c 32 /dev/urandom | base64)
 render scrim.toml "" scrim.toml
@@ -149,15 +166,28 @@ start_peers() {
 }
 stop_peers() { stop nginx haproxy nginx-lua scrim; }
 
-# The peers: name, process, URL.
-PEERS=(
-    "nginx|nginx|http://127.0.0.1:$NGINX_PORT/pass/event"
-    "haproxy|haproxy|http://127.0.0.1:$HAPROXY_PORT/pass/event"
-    "nginx+lua|nginx-lua|http://127.0.0.1:$LUA_PORT/pseudo/event"
-    "scrim pass-through|scrim|http://127.0.0.1:$SCRIM_PORT/pass/event"
-    "scrim pseudonymising|scrim|http://127.0.0.1:$SCRIM_PORT/pseudo/event"
-)
-check_mode() { case "$1" in "nginx+lua" | "scrim pseudonymising") echo pseudo ;; *) echo pass ;; esac; }
+# The peers: name, process, URL. With `tls`, the same proxies forward to
+# the https sink (HTTP/1.1 over TLS, kept connections) instead.
+if [ "$MODE" = tls ]; then
+    PEERS=(
+        "nginx, https upstream|nginx|http://127.0.0.1:$NGINX_PORT/tls/event"
+        "scrim pass-through, https upstream|scrim|http://127.0.0.1:$SCRIM_PORT/tls/pass/event"
+        "scrim pseudonymising, https upstream|scrim|http://127.0.0.1:$SCRIM_PORT/tls/pseudo/event"
+    )
+    CHECK_SINK_PORT=$TLS_SINK_PORT
+    CHECK_SINK_TLS=(--tls "$WORK/sink.crt" "$WORK/sink.key")
+else
+    PEERS=(
+        "nginx|nginx|http://127.0.0.1:$NGINX_PORT/pass/event"
+        "haproxy|haproxy|http://127.0.0.1:$HAPROXY_PORT/pass/event"
+        "nginx+lua|nginx-lua|http://127.0.0.1:$LUA_PORT/pseudo/event"
+        "scrim pass-through|scrim|http://127.0.0.1:$SCRIM_PORT/pass/event"
+        "scrim pseudonymising|scrim|http://127.0.0.1:$SCRIM_PORT/pseudo/event"
+    )
+    CHECK_SINK_PORT=$SINK_PORT
+    CHECK_SINK_TLS=()
+fi
+check_mode() { case "$1" in nginx+lua | "scrim pseudonymising"*) echo pseudo ;; *) echo pass ;; esac; }
 
 # CPU ticks (user + system) of a process and its children (nginx workers).
 ticks() {
@@ -178,15 +208,15 @@ sink_requests() {
 # --- the check: what does each peer forward? ----------------------------------
 verify() {
     echo "== check: a sample of what each peer forwards (sink.py records)"
-    start sink "$LOAD_CPU" python3 "$HERE/sink.py" "$SINK_PORT" --record
-    wait_port "$SINK_PORT"
+    start sink "$LOAD_CPU" python3 "$HERE/sink.py" "$CHECK_SINK_PORT" --record "${CHECK_SINK_TLS[@]}"
+    wait_port "$CHECK_SINK_PORT"
     start_peers
     local entry name proc url
     for entry in "${PEERS[@]}"; do
         IFS='|' read -r name proc url <<<"$entry"
         echo "$name:"
         taskset -c "$LOAD_CPU" timeout 20 wrk -t1 -c4 -d1s -s "$HERE/events.lua" "$url" | grep '^RESULT' | sed 's/^/  wrk: /'
-        python3 "$HERE/check.py" "$(check_mode "$name")" "$SINK_PORT" 100 || {
+        python3 "$HERE/check.py" "$(check_mode "$name")" "$CHECK_SINK_PORT" 100 ${CHECK_SINK_TLS:+https} || {
             KEEP_WORK=1
             exit 1
         }
@@ -315,5 +345,9 @@ all)
     verify
     bench
     memory
+    ;;
+tls)
+    verify
+    bench
     ;;
 esac

@@ -9,18 +9,25 @@ answers 200 with keep-alive, and
             raw email (--raw-marker, default "@example.dk"); the answer to a
             request is {"bytes": .., "lines": .., "raw": ..}.
 
-Loopback only. Usage: sink.py PORT [--record]
+  --tls CERT KEY: speaks TLS (HTTP/1.1) with that certificate.
+
+Loopback only. Usage: sink.py PORT [--record] [--tls CERT KEY]
 """
 import asyncio
 import json
+import ssl
 import sys
 
 RECORD = "--record" in sys.argv
 PORT = int(sys.argv[1])
 MARKER = b"@example.dk"
+TLS = None
 for i, a in enumerate(sys.argv):
     if a == "--raw-marker":
         MARKER = sys.argv[i + 1].encode()
+    if a == "--tls":
+        TLS = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        TLS.load_cert_chain(sys.argv[i + 1], sys.argv[i + 2])
 
 recorded = []
 
@@ -102,7 +109,7 @@ async def handle(reader, writer):
 
 async def main():
     server = await asyncio.start_server(handle, "127.0.0.1", PORT, backlog=4096,
-                                        limit=1 << 20)
+                                        limit=1 << 20, ssl=TLS)
     async with server:
         await server.serve_forever()
 

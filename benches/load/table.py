@@ -41,9 +41,11 @@ def med(name, k):
     return statistics.median(r[k] for r in rows[name])
 
 
-base = med("nginx", "rps") if "nginx" in rows else None
+# Ratios to nginx, or to the first peer (nginx with an https upstream).
+base_name = "nginx" if "nginx" in rows else order[0]
+base = med(base_name, "rps")
 print()
-print("| peer | req/s | p50 ms | p99 ms | CPU µs/req | ratio to nginx |")
+print(f"| peer | req/s | p50 ms | p99 ms | CPU µs/req | ratio to {base_name} |")
 print("|---|---:|---:|---:|---:|---:|")
 for name in order:
     ratio = f"{med(name, 'rps') / base:.2f}" if base else "-"
@@ -53,7 +55,7 @@ print()
 print(f"Medians of {len(rows[order[0]])} rounds. Per round (req/s, p99 ms, CPU µs/req, "
       "proxy core busy %, load-generator core busy %):")
 for name in order:
-    print(f"  {name:22s} " + "  ".join(
+    print(f"  {name:36s} " + "  ".join(
         f"[{r['rps']:,.0f} {r['p99']:.2f} {r['cpu_us']:.1f} {r['proxy_core']:.0f}% {r['load_core']:.0f}%]"
         for r in rows[name]))
 
