@@ -1777,25 +1777,22 @@ async fn upstream_connections_are_kept_and_one_the_upstream_closed_is_not_reused
     }
 }
 
-#[tokio::test]
-async fn after_a_burst_at_most_max_idle_upstream_connections_stay_open() {
-    let (addr, accepted, open) = counting_upstream(false, Duration::from_millis(300)).await;
+/// A proxy whose `/pass/` route passes through to the raw upstream at
+/// `addr`, with `upstream_extra` in the upstream's table.
+async fn pass_through_to(addr: std::net::SocketAddr, upstream_extra: &str) -> Proxy {
     let routes = "[[route]]\npath_prefix = \"/pass/\"\nupstream = \"up\"\npass_through = true\n";
-    let proxy = Proxy::start(
+    Proxy::start(
         tempdir(),
-        &config(
-            &format!("http://{addr}"),
-            "max_idle_connections = 2",
-            "",
-            routes,
-        ),
+        &config(&format!("http://{addr}"), upstream_extra, "", routes),
     )
-    .await;
-    let client = h1_client();
-    // Eight at once: each needs its own upstream connection.
-    let burst = (0..8).map(|_| {
+    .await
+}
+
+/// `n` pass-through requests at once, each answered 200.
+async fn burst(client: &HttpClient, proxy: &Proxy, n: usize) {
+    let sends = (0..n).map(|_| {
         send(
-            &client,
+            client,
             post(
                 &proxy.url("/pass/x"),
                 "application/json",
@@ -1803,27 +1800,33 @@ async fn after_a_burst_at_most_max_idle_upstream_connections_stay_open() {
             ),
         )
     });
-    for r in futures_util::future::join_all(burst).await {
+    for r in futures_util::future::join_all(sends).await {
         assert_eq!(r.status, StatusCode::OK);
     }
-    assert_eq!(accepted.load(Ordering::SeqCst), 8);
-    // The six past the cap are closed; the two kept serve what follows.
+}
+
+/// Waits (up to 5 s) until at most `want` upstream connections are open,
+/// and returns how many are.
+async fn open_settles(open: &AtomicUsize, want: usize) -> usize {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while open.load(Ordering::SeqCst) > 2 && std::time::Instant::now() < deadline {
+    while open.load(Ordering::SeqCst) > want && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(open.load(Ordering::SeqCst), 2, "connections left open");
+    open.load(Ordering::SeqCst)
+}
+
+#[tokio::test]
+async fn after_a_burst_at_most_max_idle_upstream_connections_stay_open() {
+    let (addr, accepted, open) = counting_upstream(false, Duration::from_millis(300)).await;
+    let proxy = pass_through_to(addr, "max_idle_connections = 2").await;
+    let client = h1_client();
+    // Eight at once: each needs its own upstream connection.
+    burst(&client, &proxy, 8).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 8);
+    // The six past the cap are closed; the two kept serve what follows.
+    assert_eq!(open_settles(&open, 2).await, 2, "connections left open");
     for _ in 0..3 {
-        let r = send(
-            &client,
-            post(
-                &proxy.url("/pass/x"),
-                "application/json",
-                full(event_json()),
-            ),
-        )
-        .await;
-        assert_eq!(r.status, StatusCode::OK);
+        burst(&client, &proxy, 1).await;
     }
     assert_eq!(
         accepted.load(Ordering::SeqCst),
@@ -1836,38 +1839,15 @@ async fn after_a_burst_at_most_max_idle_upstream_connections_stay_open() {
 #[tokio::test]
 async fn kept_upstream_connections_close_after_the_idle_timeout_without_traffic() {
     let (addr, accepted, open) = counting_upstream(false, Duration::from_millis(100)).await;
-    let routes = "[[route]]\npath_prefix = \"/pass/\"\nupstream = \"up\"\npass_through = true\n";
-    let proxy = Proxy::start(
-        tempdir(),
-        &config(
-            &format!("http://{addr}"),
-            "idle_timeout_ms = 300",
-            "",
-            routes,
-        ),
-    )
-    .await;
-    let client = h1_client();
-    let burst = (0..3).map(|_| {
-        send(
-            &client,
-            post(
-                &proxy.url("/pass/x"),
-                "application/json",
-                full(event_json()),
-            ),
-        )
-    });
-    for r in futures_util::future::join_all(burst).await {
-        assert_eq!(r.status, StatusCode::OK);
-    }
+    let proxy = pass_through_to(addr, "idle_timeout_ms = 300").await;
+    burst(&h1_client(), &proxy, 3).await;
     assert_eq!(accepted.load(Ordering::SeqCst), 3);
     assert_eq!(open.load(Ordering::SeqCst), 3, "kept for the next request");
     // No request comes: the sweep, not a checkout, closes them.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while open.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(open.load(Ordering::SeqCst), 0, "idle connections left open");
+    assert_eq!(
+        open_settles(&open, 0).await,
+        0,
+        "idle connections left open"
+    );
     proxy.stop().await;
 }
