@@ -97,6 +97,9 @@ fn contains_ascii_ci(hay: &[u8], needle: &[u8]) -> bool {
     }
 }
 
+/// The longest identifier [`contains_ascii_ci`] looks for.
+const SHORT_NEEDLE: usize = 64;
+
 /// How common a byte is in JSON events, case folded: bytes not listed
 /// (`@`, `+`, most punctuation, bytes beyond ASCII) are the rarest, then
 /// from `j` to the most common, `"`.
@@ -143,8 +146,19 @@ fn own_identifiers<'t>(
             own.iter()
                 .any(|(raw, _)| memchr::memmem::find(hay.as_bytes(), raw.as_bytes()).is_some())
         } else {
-            own.iter()
-                .any(|(raw, _)| contains_ascii_ci(text.as_bytes(), raw.as_bytes()))
+            // Comparing at each place of the rarest byte costs up to the
+            // identifier's length per place: past `SHORT_NEEDLE` bytes (an
+            // identifier and a text both made of one letter would be
+            // quadratic), a search of the lower-cased text, which is linear.
+            let mut lower: Option<Vec<u8>> = None;
+            own.iter().any(|(raw, _)| {
+                if raw.len() <= SHORT_NEEDLE {
+                    contains_ascii_ci(text.as_bytes(), raw.as_bytes())
+                } else {
+                    let hay = lower.get_or_insert_with(|| text.as_bytes().to_ascii_lowercase());
+                    memchr::memmem::find(hay, raw.as_bytes()).is_some()
+                }
+            })
         }
     };
     if !holds(t) {
@@ -636,5 +650,14 @@ mod tests {
         }
         let r = text("hi Søren", &seen, LeakMode::Refuse, &p, &mut 0);
         assert!(r.is_ok(), "a part of an identifier is not the identifier");
+        // An identifier past SHORT_NEEDLE bytes takes the other search.
+        let long = "Anna-Katharina ".repeat(6);
+        assert!(long.len() > SHORT_NEEDLE);
+        let seen: Seen = vec![(long.clone(), "k1_long".into())];
+        let shouted = format!("it was {}!", long.to_uppercase());
+        for (t, leaks) in [(shouted.as_str(), true), ("anna-katharina", false)] {
+            let r = text(t, &seen, LeakMode::Refuse, &p, &mut 0);
+            assert_eq!(r.is_err(), leaks, "{t}");
+        }
     }
 }
