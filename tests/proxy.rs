@@ -1851,3 +1851,54 @@ async fn kept_upstream_connections_close_after_the_idle_timeout_without_traffic(
     );
     proxy.stop().await;
 }
+
+/// Over TLS, scrim speaks what the upstream picks by ALPN and keeps the
+/// connection: HTTP/1.1 reuses kept connections, h2 shares one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_upstream_connections_are_kept_for_http1_and_shared_for_h2() {
+    for (alpn, version) in [
+        (vec![b"http/1.1".to_vec()], Version::HTTP_11),
+        (vec![b"h2".to_vec(), b"http/1.1".to_vec()], Version::HTTP_2),
+    ] {
+        let cert = test_cert();
+        let mut server = tls_server_config(&cert);
+        server.alpn_protocols = alpn;
+        let up = Upstream::start_tls(ok_responder(), server).await;
+        let dir = tempdir();
+        std::fs::write(dir.path().join("upstream-ca.pem"), &cert.cert_pem).unwrap();
+        let routes =
+            "[[route]]\npath_prefix = \"/pass/\"\nupstream = \"up\"\npass_through = true\n";
+        let cfg = config(
+            &format!("https://127.0.0.1:{}", up.addr.port()),
+            "ca_file = \"upstream-ca.pem\"",
+            "",
+            &format!("{routes}\n{}", audience_route()),
+        );
+        let proxy = Proxy::start(dir, &cfg).await;
+        let client = h1_client();
+        // One first, so that the protocol is known; then some at once.
+        burst(&client, &proxy, 1).await;
+        for _ in 0..3 {
+            burst(&client, &proxy, 1).await;
+            let r = send(
+                &client,
+                post(
+                    &proxy.url("/collect/t"),
+                    "application/json",
+                    full(event_json()),
+                ),
+            )
+            .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        }
+        let requests = up.requests();
+        assert_eq!(requests.len(), 7);
+        assert!(requests.iter().all(|r| r.version == version), "{version:?}");
+        assert_eq!(up.accepted(), 1, "{version:?}: one connection, kept");
+        if version == Version::HTTP_2 {
+            burst(&client, &proxy, 6).await;
+            assert_eq!(up.accepted(), 1, "h2 requests at once share it");
+        }
+        proxy.stop().await;
+    }
+}

@@ -1,48 +1,28 @@
 //! The connection to one upstream, with a connect timeout here and the
 //! response timeout in the proxy.
 //!
-//! - `https://` upstreams: a pooled hyper-util client over rustls (system
-//!   roots plus an optional CA file; ALPN h2 and http/1.1).
-//! - `http://` upstreams (a sidecar, a collector in the same cluster): a
-//!   lean pool of HTTP/1.1 connections ([`Plain`]). On the hot path it costs
-//!   a lock and a scan of a short list, where hyper-util's pool hashes its
-//!   key, checks out through futures and spawns a task per request to give
-//!   the connection back.
+//! One lean pool per upstream ([`HttpClient`]): on the hot path a request
+//! costs a lock and a scan of a short list, where hyper-util's pool hashed
+//! its key, checked out through futures and spawned a task per request to
+//! give the connection back.
+//! - `http://` upstreams (a sidecar, a collector in the same cluster):
+//!   HTTP/1.1 over kept connections.
+//! - `https://` upstreams: rustls with the system roots plus an optional
+//!   CA file, ALPN offering h2 then http/1.1. An upstream that picks h2
+//!   gets one multiplexed connection, shared by all requests; one that
+//!   picks http/1.1 gets kept connections, as in clear.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use http::{header, HeaderValue, Request, Response};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
-
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
 
 use super::{BoxBody, BoxError};
 use crate::config::UpstreamConfig;
-
-type TlsClient = Client<HttpsConnector<HttpConnector>, BoxBody>;
-
-/// The client of one upstream; cheap to clone (routes to one upstream share
-/// its pool).
-#[derive(Clone)]
-pub enum HttpClient {
-    Plain(Plain),
-    Tls(Box<TlsClient>),
-}
-
-impl HttpClient {
-    /// Sends `req` (absolute URI) and resolves to the response head.
-    pub async fn request(&self, req: Request<BoxBody>) -> Result<Response<Incoming>, BoxError> {
-        match self {
-            HttpClient::Plain(p) => p.request(req).await,
-            HttpClient::Tls(c) => Ok(c.request(req).await?),
-        }
-    }
-}
 
 /// Why an upstream client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -59,9 +39,21 @@ pub enum UpstreamError {
 }
 
 pub fn client(cfg: &UpstreamConfig) -> Result<HttpClient, UpstreamError> {
-    if cfg.scheme == http::uri::Scheme::HTTP {
-        return Ok(HttpClient::Plain(Plain::new(cfg)));
-    }
+    let tls = if cfg.scheme == http::uri::Scheme::HTTP {
+        None
+    } else {
+        Some(tls(cfg)?)
+    };
+    Ok(HttpClient::new(cfg, tls))
+}
+
+/// The TLS side of an `https://` upstream.
+struct Tls {
+    connector: tokio_rustls::TlsConnector,
+    server_name: ServerName<'static>,
+}
+
+fn tls(cfg: &UpstreamConfig) -> Result<Tls, UpstreamError> {
     let mut roots = rustls::RootCertStore::empty();
     // Unreadable system certificates are skipped: an upstream that needs
     // them fails its TLS handshake with a 502, which names the problem.
@@ -88,45 +80,46 @@ pub fn client(cfg: &UpstreamConfig) -> Result<HttpClient, UpstreamError> {
             });
         }
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .expect("the ring provider supports the default protocol versions")
     .with_root_certificates(roots)
     .with_no_client_auth();
-
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(cfg.connect_timeout));
-    http.set_nodelay(true);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    Ok(HttpClient::Tls(Box::new(
-        Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(cfg.idle_timeout)
-            .pool_max_idle_per_host(cfg.max_idle)
-            .build(https),
-    )))
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // `[::1]` is written with brackets in a URL, not in a server name.
+    let host = cfg
+        .authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let server_name =
+        ServerName::try_from(host.to_owned()).expect("a URL's host is a DNS name or an IP address");
+    Ok(Tls {
+        connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        server_name,
+    })
 }
 
-/// HTTP/1.1 connections to one plain-HTTP upstream.
+/// The connections to one upstream; cheap to clone (routes to one
+/// upstream share its pool).
 #[derive(Clone)]
-pub struct Plain {
-    inner: Arc<PlainInner>,
+pub struct HttpClient {
+    inner: Arc<PoolInner>,
 }
 
-struct PlainInner {
+struct PoolInner {
     /// The upstream's name in the config, for the logs.
     name: String,
     /// `host:port`, resolved at each connect (DNS may move).
     addr: String,
     host: HeaderValue,
     connect_timeout: Duration,
+    /// For `https://` upstreams.
+    tls: Option<Tls>,
+    /// The connection of an upstream that chose h2, shared.
+    h2: Mutex<Option<http2::SendRequest<BoxBody>>>,
     /// Entries of `idle` at most.
     max_idle: usize,
     idle_timeout: Duration,
@@ -153,7 +146,7 @@ impl Pooled {
 
 /// Every third of the idle timeout, drops the pool's closed and idled-out
 /// connections, until the pool is gone.
-async fn sweep(pool: Weak<PlainInner>, idle_timeout: Duration) {
+async fn sweep(pool: Weak<PoolInner>, idle_timeout: Duration) {
     let mut every = tokio::time::interval((idle_timeout / 3).max(Duration::from_millis(10)));
     every.tick().await;
     loop {
@@ -165,15 +158,24 @@ async fn sweep(pool: Weak<PlainInner>, idle_timeout: Duration) {
     }
 }
 
-impl Plain {
-    fn new(cfg: &UpstreamConfig) -> Self {
-        let port = cfg.authority.port_u16().unwrap_or(80);
-        let inner = Arc::new(PlainInner {
+/// A fresh connection, by the protocol the upstream chose.
+enum Fresh {
+    H1(http1::SendRequest<BoxBody>),
+    H2(http2::SendRequest<BoxBody>),
+}
+
+impl HttpClient {
+    fn new(cfg: &UpstreamConfig, tls: Option<Tls>) -> Self {
+        let default_port = if tls.is_some() { 443 } else { 80 };
+        let port = cfg.authority.port_u16().unwrap_or(default_port);
+        let inner = Arc::new(PoolInner {
             name: cfg.name.clone(),
             addr: format!("{}:{port}", cfg.authority.host()),
             host: HeaderValue::from_str(cfg.authority.as_str())
                 .expect("an authority is a valid header value"),
             connect_timeout: cfg.connect_timeout,
+            tls,
+            h2: Mutex::new(None),
             max_idle: cfg.max_idle,
             idle_timeout: cfg.idle_timeout,
             idle: Mutex::new(Vec::new()),
@@ -188,24 +190,17 @@ impl Plain {
         Self { inner }
     }
 
-    async fn request(&self, mut req: Request<BoxBody>) -> Result<Response<Incoming>, BoxError> {
-        // HTTP/1.1 wants the origin form and a Host header.
-        let origin = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        *req.uri_mut() = http::Uri::from(origin);
-        if !req.headers().contains_key(header::HOST) {
-            req.headers_mut()
-                .insert(header::HOST, self.inner.host.clone());
+    /// Sends `req` (absolute URI) and resolves to the response head.
+    pub async fn request(&self, req: Request<BoxBody>) -> Result<Response<Incoming>, BoxError> {
+        if let Some(mut h2) = self.h2_sender() {
+            return Ok(h2.send_request(req).await?);
         }
         let name = &self.inner.name;
         let req = match self.checkout() {
             None => req,
             Some(mut sender) => {
                 tracing::trace!(upstream = %name, "reusing a kept upstream connection");
-                match sender.try_send_request(req).await {
+                match sender.try_send_request(self.origin_form(req)).await {
                     Ok(res) => {
                         self.give_back(sender);
                         return Ok(res);
@@ -224,10 +219,45 @@ impl Plain {
                 }
             }
         };
-        let mut sender = self.connect().await?;
-        let res = sender.send_request(req).await?;
-        self.give_back(sender);
-        Ok(res)
+        match self.connect().await? {
+            Fresh::H1(mut sender) => {
+                let res = sender.send_request(self.origin_form(req)).await?;
+                self.give_back(sender);
+                Ok(res)
+            }
+            Fresh::H2(mut sender) => {
+                *self.inner.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());
+                Ok(sender.send_request(req).await?)
+            }
+        }
+    }
+
+    /// The shared h2 connection, while it is open.
+    fn h2_sender(&self) -> Option<http2::SendRequest<BoxBody>> {
+        let mut h2 = self.inner.h2.lock().unwrap_or_else(|e| e.into_inner());
+        if h2.as_ref().is_some_and(http2::SendRequest::is_closed) {
+            tracing::debug!(upstream = %self.inner.name, "the h2 upstream connection closed");
+            *h2 = None;
+        }
+        h2.clone()
+    }
+
+    /// HTTP/1.1 wants the origin form and a Host header (h2 takes the
+    /// absolute URI as it is).
+    fn origin_form(&self, mut req: Request<BoxBody>) -> Request<BoxBody> {
+        if req.uri().scheme().is_some() {
+            let origin = req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+            *req.uri_mut() = http::Uri::from(origin);
+        }
+        if !req.headers().contains_key(header::HOST) {
+            req.headers_mut()
+                .insert(header::HOST, self.inner.host.clone());
+        }
+        req
     }
 
     /// A connection ready for a request, dropping the closed and the idle
@@ -276,21 +306,58 @@ impl Plain {
         });
     }
 
-    async fn connect(&self) -> Result<http1::SendRequest<BoxBody>, BoxError> {
-        let tcp = tokio::time::timeout(
-            self.inner.connect_timeout,
-            tokio::net::TcpStream::connect(self.inner.addr.as_str()),
+    async fn connect(&self) -> Result<Fresh, BoxError> {
+        let inner = &self.inner;
+        let tcp = async {
+            let tcp = tokio::net::TcpStream::connect(inner.addr.as_str()).await?;
+            tcp.set_nodelay(true)?;
+            Ok::<_, BoxError>(tcp)
+        };
+        let within = |_| BoxError::from("connect timed out");
+        let deadline = tokio::time::Instant::now() + inner.connect_timeout;
+        let tcp = tokio::time::timeout_at(deadline, tcp)
+            .await
+            .map_err(within)??;
+        let Some(tls) = &inner.tls else {
+            tracing::debug!(upstream = %inner.name, "opened an upstream connection");
+            return handshake_h1(TokioIo::new(tcp)).await;
+        };
+        let stream = tokio::time::timeout_at(
+            deadline,
+            tls.connector.connect(tls.server_name.clone(), tcp),
         )
         .await
-        .map_err(|_| "connect timed out")??;
-        tcp.set_nodelay(true)?;
-        tracing::debug!(upstream = %self.inner.name, "opened an upstream connection");
-        let (sender, conn) = http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended");
-            }
-        });
-        Ok(sender)
+        .map_err(within)??;
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+        tracing::debug!(upstream = %inner.name, h2, "opened an upstream connection over TLS");
+        let io = TokioIo::new(stream);
+        if h2 {
+            let (sender, conn) = http2::handshake(TokioExecutor::new(), io).await?;
+            drive(conn);
+            Ok(Fresh::H2(sender))
+        } else {
+            handshake_h1(io).await
+        }
     }
+}
+
+async fn handshake_h1<I>(io: I) -> Result<Fresh, BoxError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::handshake(io).await?;
+    drive(conn);
+    Ok(Fresh::H1(sender))
+}
+
+/// Runs a connection's I/O until it ends.
+fn drive<C>(conn: C)
+where
+    C: std::future::Future<Output = hyper::Result<()>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream connection ended");
+        }
+    });
 }
