@@ -118,7 +118,9 @@ struct PoolInner {
     connect_timeout: Duration,
     /// For `https://` upstreams.
     tls: Option<Tls>,
-    /// The connection of an upstream that chose h2, shared.
+    /// The connection of an upstream that chose h2, shared by all
+    /// requests and kept until the upstream closes it (one connection, so
+    /// no cap or idle timeout applies).
     h2: Mutex<Option<http2::SendRequest<BoxBody>>>,
     /// Entries of `idle` at most.
     max_idle: usize,
