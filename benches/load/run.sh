@@ -5,6 +5,7 @@
 #   bash benches/load/run.sh memory     # RSS with 1,000 connections, and a 1 GiB NDJSON stream
 #   bash benches/load/run.sh all        # both
 #   bash benches/load/run.sh tls        # check, then the speed runs with an https upstream
+#                                         (HTTP/1.1 for nginx and scrim; h2 for scrim alone)
 #
 # Environment: DURATION (seconds per run, default 10), ROUNDS (3), CONNS (64),
 # WARMUP (seconds per peer before the rounds, 2), PROXY_CPU (1), LOAD_CPU (0),
@@ -33,6 +34,7 @@ NGINX_PORT=$((BASE + 1))
 HAPROXY_PORT=$((BASE + 2))
 LUA_PORT=$((BASE + 3))
 TLS_SINK_PORT=$((BASE + 4))
+H2_SINK_PORT=$((BASE + 5))
 STREAM_PORT=$((BASE + 9))
 SCRIM_PORT=$((BASE + 10))
 
@@ -92,7 +94,7 @@ trap 'exit 130' INT TERM
 render() { # template -> $WORK/name
     sed -e "s#@WORK@#$WORK#g" -e "s#@HERE@#$HERE#g" -e "s#@SINK_PORT@#$SINK_PORT#g" \
         -e "s#@STREAM_PORT@#$STREAM_PORT#g" -e "s#@SCRIM_PORT@#$SCRIM_PORT#g" \
-        -e "s#@TLS_SINK_PORT@#$TLS_SINK_PORT#g" \
+        -e "s#@TLS_SINK_PORT@#$TLS_SINK_PORT#g" -e "s#@H2_SINK_PORT@#$H2_SINK_PORT#g" \
         -e "s#@PORT@#$2#g" "$HERE/$1" >"$WORK/$3"
 }
 
@@ -173,7 +175,12 @@ if [ "$MODE" = tls ]; then
         "nginx, https upstream|nginx|http://127.0.0.1:$NGINX_PORT/tls/event"
         "scrim pass-through, https upstream|scrim|http://127.0.0.1:$SCRIM_PORT/tls/pass/event"
         "scrim pseudonymising, https upstream|scrim|http://127.0.0.1:$SCRIM_PORT/tls/pseudo/event"
+        "scrim pass-through, h2 upstream|scrim|http://127.0.0.1:$SCRIM_PORT/h2/pass/event"
+        "scrim pseudonymising, h2 upstream|scrim|http://127.0.0.1:$SCRIM_PORT/h2/pseudo/event"
     )
+    # The check's sink.py answers on both https ports, in HTTP/1.1 (it has
+    # no h2): the check looks at what is forwarded, the speed runs at h2.
+    CHECK_SINK_PORTS=$TLS_SINK_PORT,$H2_SINK_PORT
     CHECK_SINK_PORT=$TLS_SINK_PORT
     CHECK_SINK_TLS=(--tls "$WORK/sink.crt" "$WORK/sink.key")
 else
@@ -184,6 +191,7 @@ else
         "scrim pass-through|scrim|http://127.0.0.1:$SCRIM_PORT/pass/event"
         "scrim pseudonymising|scrim|http://127.0.0.1:$SCRIM_PORT/pseudo/event"
     )
+    CHECK_SINK_PORTS=$SINK_PORT
     CHECK_SINK_PORT=$SINK_PORT
     CHECK_SINK_TLS=()
 fi
@@ -208,7 +216,7 @@ sink_requests() {
 # --- the check: what does each peer forward? ----------------------------------
 verify() {
     echo "== check: a sample of what each peer forwards (sink.py records)"
-    start sink "$LOAD_CPU" python3 "$HERE/sink.py" "$CHECK_SINK_PORT" --record "${CHECK_SINK_TLS[@]}"
+    start sink "$LOAD_CPU" python3 "$HERE/sink.py" "$CHECK_SINK_PORTS" --record "${CHECK_SINK_TLS[@]}"
     wait_port "$CHECK_SINK_PORT"
     start_peers
     local entry name proc url

@@ -11,7 +11,8 @@ answers 200 with keep-alive, and
 
   --tls CERT KEY: speaks TLS (HTTP/1.1) with that certificate.
 
-Loopback only. Usage: sink.py PORT [--record] [--tls CERT KEY]
+Loopback only. Usage: sink.py PORT[,PORT...] [--record] [--tls CERT KEY]
+(several ports share what is recorded).
 """
 import asyncio
 import json
@@ -19,7 +20,7 @@ import ssl
 import sys
 
 RECORD = "--record" in sys.argv
-PORT = int(sys.argv[1])
+PORTS = [int(p) for p in sys.argv[1].split(",")]
 MARKER = b"@example.dk"
 TLS = None
 for i, a in enumerate(sys.argv):
@@ -108,10 +109,10 @@ async def handle(reader, writer):
 
 
 async def main():
-    server = await asyncio.start_server(handle, "127.0.0.1", PORT, backlog=4096,
-                                        limit=1 << 20, ssl=TLS)
-    async with server:
-        await server.serve_forever()
+    servers = [await asyncio.start_server(handle, "127.0.0.1", port, backlog=4096,
+                                          limit=1 << 20, ssl=TLS)
+               for port in PORTS]
+    await asyncio.gather(*(s.serve_forever() for s in servers))
 
 
 asyncio.run(main())
