@@ -636,10 +636,7 @@ mod tests {
         let mut kinds = std::collections::HashSet::new();
         let mut passed = 0;
         for _ in 0..20_000 {
-            let n = 1 + next() % 8;
-            let text: String = (0..n)
-                .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
-                .collect();
+            let text = crate::testing::random_text(&mut next, PIECES, 1..9);
             kinds.extend(detections_of(&DETECTOR, &text).into_iter().map(|d| d.2));
             let whole: Vec<(usize, &str)> = DETECTOR
                 .find_iter(&text)
@@ -696,10 +693,7 @@ mod tests {
         ];
         let mut next = crate::testing::xorshift(0x2545_f491_4f6c_dd1d);
         for _ in 0..50_000 {
-            let n = next() % 24;
-            let t: String = (0..n)
-                .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
-                .collect();
+            let t = crate::testing::random_text(&mut next, PIECES, 0..24);
             assert_eq!(may_hold_personal(&t), reference(&t), "{t:?}");
         }
         for b in 0u8..=127 {

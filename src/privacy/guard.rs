@@ -427,6 +427,12 @@ fn locate(v: &Value, seen: &Seen, p: &Pseudonymiser, at: String) -> Option<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::random_text;
+
+    /// The characters of `s`, each a piece for [`random_text`].
+    fn pieces(s: &str) -> Vec<String> {
+        s.chars().map(String::from).collect()
+    }
     use crate::keyring::KeyMaterial;
 
     fn p() -> Pseudonymiser {
@@ -492,13 +498,10 @@ mod tests {
             assert_eq!(by_stretches(t), whole, "{t}");
         }
         // Random texts over an alphabet of every byte class that matters.
-        let alphabet: Vec<char> = "aZf09_.:@%+-\" ,/[]{}()\\\n\tøØé٣²".chars().collect();
+        let alphabet = pieces("aZf09_.:@%+-\" ,/[]{}()\\\n\tøØé٣²");
         let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..20_000 {
-            let n = next() % 40;
-            let t: String = (0..n)
-                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
-                .collect();
+            let t = random_text(&mut next, &alphabet, 0..40);
             let whole: Vec<(usize, usize)> =
                 FINDER.find_iter(&t).map(|m| (m.start(), m.end())).collect();
             assert_eq!(by_stretches(&t), whole, "{t:?}");
@@ -590,30 +593,21 @@ mod tests {
             t.chars()
                 .any(|c| !c.is_ascii() && c.to_lowercase().ne(std::iter::once(c)))
         };
-        let alphabet: Vec<char> = "aZ ._Øøé’—日Σ𝐀".chars().collect();
+        let alphabet = pieces("aZ ._Øøé’—日Σ𝐀");
         let mut next = crate::testing::xorshift(0x0bad_5eed_1234_5678);
         for _ in 0..5_000 {
-            let n = next() % 48;
-            let t: String = (0..n)
-                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
-                .collect();
+            let t = random_text(&mut next, &alphabet, 0..48);
             assert_eq!(has_non_ascii_case(&t), reference(&t), "{t:?}");
         }
     }
 
     #[test]
     fn ascii_case_insensitive_search_is_a_search_of_the_lowered_text() {
-        let alphabet: Vec<char> = "aAbBkK@ .\"-1øØ".chars().collect();
+        let alphabet = pieces("aAbBkK@ .\"-1øØ");
         let mut next = crate::testing::xorshift(0x005e_ed0f_ca5e);
         for _ in 0..20_000 {
-            let mut pick = |longest: u64, least: u64| -> String {
-                let n = least + next() % (longest - least + 1);
-                (0..n)
-                    .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
-                    .collect()
-            };
-            let hay = pick(24, 0);
-            let needle = pick(4, 1).to_lowercase();
+            let hay = random_text(&mut next, &alphabet, 0..25);
+            let needle = random_text(&mut next, &alphabet, 1..5).to_lowercase();
             let want = memchr::memmem::find(hay.to_ascii_lowercase().as_bytes(), needle.as_bytes());
             assert_eq!(
                 contains_ascii_ci(hay.as_bytes(), needle.as_bytes()),

@@ -528,10 +528,7 @@ mod tests {
         ];
         let mut next = crate::testing::xorshift(0x2545_f491_4f6c_dd1d);
         for i in 0..20_000 {
-            let n = next() % 12;
-            let raw: String = (0..n)
-                .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
-                .collect();
+            let raw = crate::testing::random_text(&mut next, PIECES, 0..12);
             let raw = if i % 500 == 0 { raw.repeat(30) } else { raw };
             let want = format!("L {}", p.token(Kind::Name, &normalize::name(&raw)));
             assert_eq!(p.name(&raw, Some("L")), want, "{raw:?}");
