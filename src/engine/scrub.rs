@@ -262,11 +262,7 @@ fn windows(text: &str) -> Vec<std::ops::Range<usize>> {
         match b[i] {
             b'@' => found.push(back(b, i, local)..ahead(b, i + 1, domain)),
             b':' => {
-                let hex = b[i + 1..]
-                    .iter()
-                    .take(5)
-                    .position(|c| !c.is_ascii_hexdigit());
-                if hex.is_some_and(|k| b[i + 1 + k] == b':') {
+                if starts_ip6(b, i) {
                     found.push(back(b, i, ip6)..ahead(b, i, ip6));
                 }
                 if b[i + 1..].starts_with(b"//") {
@@ -280,12 +276,7 @@ fn windows(text: &str) -> Vec<std::ops::Range<usize>> {
                     }
                 }
             }
-            _ if i > 0
-                && b[i - 1].is_ascii_digit()
-                && b.get(i + 1).is_some_and(u8::is_ascii_digit) =>
-            {
-                found.push(back(b, i, ip4)..ahead(b, i, ip4));
-            }
+            _ if dot_between_digits(b, i) => found.push(back(b, i, ip4)..ahead(b, i, ip4)),
             _ => {}
         }
         covered = found[before..]
@@ -296,14 +287,16 @@ fn windows(text: &str) -> Vec<std::ops::Range<usize>> {
         *w = back(b, w.start, word)..ahead(b, w.end, word);
     }
     found.sort_unstable_by_key(|w| w.start);
-    let mut merged: Vec<std::ops::Range<usize>> = Vec::with_capacity(found.len());
-    for w in found {
-        match merged.last_mut() {
-            Some(last) if w.start <= last.end => last.end = last.end.max(w.end),
-            _ => merged.push(w),
+    // Merged in place: a window that starts before the last kept one ends
+    // is folded into it.
+    found.dedup_by(|w, kept| {
+        let touches = w.start <= kept.end;
+        if touches {
+            kept.end = kept.end.max(w.end);
         }
-    }
-    merged
+        touches
+    });
+    found
 }
 
 /// The kind of the first personal value found in `text` (`"url"`,
@@ -372,8 +365,26 @@ pub(crate) fn may_hold_personal(text: &str) -> bool {
 
 /// Whether a `.` stands between two ASCII digits.
 fn digit_dot_digit(b: &[u8]) -> bool {
-    memchr::memchr_iter(b'.', b)
-        .any(|i| i > 0 && b[i - 1].is_ascii_digit() && b.get(i + 1).is_some_and(u8::is_ascii_digit))
+    memchr::memchr_iter(b'.', b).any(|i| dot_between_digits(b, i))
+}
+
+/// Is `b[i]` a `.` between two ASCII digits, as in every IPv4 address?
+pub(crate) fn dot_between_digits(b: &[u8], i: usize) -> bool {
+    b[i] == b'.'
+        && i > 0
+        && b[i - 1].is_ascii_digit()
+        && b.get(i + 1).is_some_and(u8::is_ascii_digit)
+}
+
+/// Is `b[i]` a `:` followed by at most four hex digits and another `:`,
+/// as the first `:` of every IPv6 match is?
+pub(crate) fn starts_ip6(b: &[u8], i: usize) -> bool {
+    b[i] == b':'
+        && b[i + 1..]
+            .iter()
+            .take(5)
+            .position(|c| !c.is_ascii_hexdigit())
+            .is_some_and(|k| b[i + 1 + k] == b':')
 }
 
 const LO: u64 = 0x0101_0101_0101_0101;

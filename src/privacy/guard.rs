@@ -19,6 +19,7 @@ use aho_corasick::AhoCorasick;
 use regex::Regex;
 use serde_json::Value;
 
+use crate::engine::scrub;
 use crate::engine::spec::IpMode;
 use crate::pseudo::{token, Pseudonymiser};
 
@@ -183,8 +184,8 @@ fn own_identifiers<'t>(
 /// Stretches of `t` that could hold an address, in order: each holds an
 /// `@`, a `:` followed by up to four hex digits and another `:` (how an
 /// IPv6 address starts), or a digit, a `.` and up to three digits and
-/// another `.` (how an IPv4 address starts), and runs to the nearest ASCII byte on either side that no address the
-/// guard looks for can hold. Every match of the full pattern lies in one
+/// another `.` (how an IPv4 address starts), and runs to the nearest ASCII
+/// byte on either side that no address the guard looks for can hold. Every match of the full pattern lies in one
 /// stretch (and a stretch's ends read as non-word characters, as the bytes
 /// cut off did), so scanning them finds what scanning all of `t` finds,
 /// while the regex reads a few dozen bytes of a JSON document instead of
@@ -196,14 +197,6 @@ fn stretches(t: &str) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
             || c.is_ascii_alphanumeric()
             || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-' | b'@' | b':')
     };
-    // After `i`: at most `n` bytes of `class`, then `sep`.
-    let then = |i: usize, n: usize, class: fn(&u8) -> bool, sep: u8| {
-        b[i + 1..]
-            .iter()
-            .take(n + 1)
-            .position(|c| !class(c))
-            .is_some_and(|k| b[i + 1 + k] == sep)
-    };
     let mut covered = 0;
     memchr::memchr3_iter(b'@', b':', b'.', b).filter_map(move |i| {
         if i < covered {
@@ -211,12 +204,16 @@ fn stretches(t: &str) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
         }
         let anchor = match b[i] {
             b'@' => true,
-            b':' => then(i, 4, u8::is_ascii_hexdigit, b':'),
+            b':' => scrub::starts_ip6(b, i),
+            // The first dot of an IPv4 address: up to three digits and
+            // another dot after it.
             _ => {
-                i > 0
-                    && b[i - 1].is_ascii_digit()
-                    && b.get(i + 1).is_some_and(u8::is_ascii_digit)
-                    && then(i, 3, u8::is_ascii_digit, b'.')
+                scrub::dot_between_digits(b, i)
+                    && b[i + 1..]
+                        .iter()
+                        .take(4)
+                        .position(|c| !c.is_ascii_digit())
+                        .is_some_and(|k| b[i + 1 + k] == b'.')
             }
         };
         if !anchor {
@@ -234,6 +231,7 @@ fn stretches(t: &str) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
         Some(start..end)
     })
 }
+
 /// A stretch in which the regex could find no finding, told without
 /// running it: most stretches of a document the rules have passed are
 /// their own output or look like addresses only in part.
