@@ -443,19 +443,25 @@ async fn h1_client_plain_get(url: &str) -> Result<StatusCode, hyper_util::client
         .map(|r| r.status())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_upstream_is_verified_against_its_ca_file() {
-    let cert = test_cert();
-    let up = Upstream::start_tls(ok_responder(), tls_server_config(&cert)).await;
+/// scrim with `routes`, in front of the TLS upstream `up`, trusting `cert`
+/// through `ca_file`.
+async fn trusting_tls_upstream(cert: &TestCert, up: &Upstream, routes: &str) -> Proxy {
     let dir = tempdir();
     std::fs::write(dir.path().join("upstream-ca.pem"), &cert.cert_pem).unwrap();
     let cfg = config(
         &format!("https://127.0.0.1:{}", up.addr.port()),
         "ca_file = \"upstream-ca.pem\"",
         "",
-        &audience_route(),
+        routes,
     );
-    let proxy = Proxy::start(dir, &cfg).await;
+    Proxy::start(dir, &cfg).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_upstream_is_verified_against_its_ca_file() {
+    let cert = test_cert();
+    let up = Upstream::start_tls(ok_responder(), tls_server_config(&cert)).await;
+    let proxy = trusting_tls_upstream(&cert, &up, &audience_route()).await;
     let body = r#"{"event":"x","email":"alice.example@corp.example"}"#;
     let reply = send(
         &h1_client(),
@@ -1864,17 +1870,11 @@ async fn tls_upstream_connections_are_kept_for_http1_and_shared_for_h2() {
         let mut server = tls_server_config(&cert);
         server.alpn_protocols = alpn;
         let up = Upstream::start_tls(ok_responder(), server).await;
-        let dir = tempdir();
-        std::fs::write(dir.path().join("upstream-ca.pem"), &cert.cert_pem).unwrap();
-        let routes =
-            "[[route]]\npath_prefix = \"/pass/\"\nupstream = \"up\"\npass_through = true\n";
-        let cfg = config(
-            &format!("https://127.0.0.1:{}", up.addr.port()),
-            "ca_file = \"upstream-ca.pem\"",
-            "",
-            &format!("{routes}\n{}", audience_route()),
+        let routes = format!(
+            "[[route]]\npath_prefix = \"/pass/\"\nupstream = \"up\"\npass_through = true\n\n{}",
+            audience_route()
         );
-        let proxy = Proxy::start(dir, &cfg).await;
+        let proxy = trusting_tls_upstream(&cert, &up, &routes).await;
         let client = h1_client();
         // One first, so that the protocol is known; then some at once.
         burst(&client, &proxy, 1).await;
