@@ -1902,3 +1902,157 @@ async fn tls_upstream_connections_are_kept_for_http1_and_shared_for_h2() {
         proxy.stop().await;
     }
 }
+
+/// An h2 upstream over TLS that misbehaves as servers going away or
+/// overloaded do: its first connection answers the first request's HEADERS
+/// with `GOAWAY` (last stream 0: nothing processed) and closes; on the next
+/// connection it refuses the second and fourth streams (`REFUSED_STREAM`)
+/// and records the body of every other. Returns its port, the bodies and
+/// the connections accepted.
+async fn refusing_h2_upstream(
+    cert: &TestCert,
+) -> (u16, Arc<Mutex<Vec<Vec<u8>>>>, Arc<AtomicUsize>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut server = tls_server_config(cert);
+    server.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (log, count) = (bodies.clone(), accepted.clone());
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let first = count.fetch_add(1, Ordering::SeqCst) == 0;
+            let mut tls = acceptor.accept(tcp).await.unwrap();
+            if first {
+                // The frames by hand: h2's server cannot send a GOAWAY below
+                // a stream it has read. SETTINGS (empty), then, once the
+                // client's HEADERS (type 1) came, GOAWAY(last 0, NO_ERROR).
+                tls.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+                let mut preface = [0u8; 24];
+                tls.read_exact(&mut preface).await.unwrap();
+                loop {
+                    let mut head = [0u8; 9];
+                    tls.read_exact(&mut head).await.unwrap();
+                    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                    let mut payload = vec![0u8; len];
+                    tls.read_exact(&mut payload).await.unwrap();
+                    if head[3] == 1 {
+                        break;
+                    }
+                }
+                let goaway = [0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                tls.write_all(&goaway).await.unwrap();
+                tls.flush().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut conn = h2::server::handshake(tls).await.unwrap();
+                let mut streams = 0;
+                while let Some(stream) = conn.accept().await {
+                    let Ok((req, mut respond)) = stream else {
+                        return;
+                    };
+                    streams += 1;
+                    if streams == 2 || streams == 4 {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    let log = log.clone();
+                    tokio::spawn(async move {
+                        let mut body = req.into_body();
+                        let mut got = Vec::new();
+                        while let Some(chunk) = body.data().await {
+                            let chunk = chunk.unwrap();
+                            let _ = body.flow_control().release_capacity(chunk.len());
+                            got.extend_from_slice(&chunk);
+                        }
+                        log.lock().unwrap().push(got);
+                        let mut send = respond
+                            .send_response(http::Response::new(()), false)
+                            .unwrap();
+                        send.send_data(Bytes::from_static(b"{}"), true).unwrap();
+                    });
+                }
+            });
+        }
+    });
+    (port, bodies, accepted)
+}
+
+/// A request the h2 upstream refused unprocessed (GOAWAY below its stream,
+/// REFUSED_STREAM) goes again when its body is held whole; a streamed body
+/// cannot go twice, and its client is told (502).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_an_h2_upstream_refused_unprocessed_go_again() {
+    let cert = test_cert();
+    let (port, bodies, accepted) = refusing_h2_upstream(&cert).await;
+    let dir = tempdir();
+    std::fs::write(dir.path().join("upstream-ca.pem"), &cert.cert_pem).unwrap();
+    let routes = format!(
+        "[[route]]\npath_prefix = \"/pass/\"\nupstream = \"up\"\npass_through = true\n\n{}",
+        audience_route()
+    );
+    let cfg = config(
+        &format!("https://127.0.0.1:{port}"),
+        "ca_file = \"upstream-ca.pem\"",
+        "",
+        &routes,
+    );
+    let proxy = Proxy::start(dir, &cfg).await;
+    let client = h1_client();
+
+    // Pass-through, with a Content-Length: GOAWAY, then again on a new
+    // connection.
+    let event = event_json();
+    let r = send(
+        &client,
+        post(
+            &proxy.url("/pass/x"),
+            "application/json",
+            full(event.clone()),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    // Pseudonymised: REFUSED_STREAM, then again.
+    let body = r#"{"event":"x","email":"alice.example@corp.example"}"#;
+    let r = send(
+        &client,
+        post(&proxy.url("/collect/t"), "application/json", full(body)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // Streamed (chunked, no length): refused, and not sent again.
+    let chunks = futures_util::stream::iter(
+        [&event[..10], &event[10..]]
+            .map(|c| Ok::<_, BoxError>(Frame::data(Bytes::copy_from_slice(c.as_bytes())))),
+    );
+    let r = send(
+        &client,
+        post(
+            &proxy.url("/pass/x"),
+            "application/json",
+            StreamBody::new(chunks).boxed_unsync(),
+        ),
+    )
+    .await;
+    assert_error_reply(&r, 502, SECRETS);
+
+    let bodies = bodies.lock().unwrap().clone();
+    assert_eq!(
+        bodies,
+        vec![
+            event.as_bytes().to_vec(),
+            transform(&audience_engine(), Format::Json, body.as_bytes())
+        ],
+        "each body arrived once, whole"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    proxy.stop().await;
+}

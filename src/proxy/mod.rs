@@ -56,6 +56,10 @@ pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
 /// Response streams (SSE) may idle for long; the upstream's own keep-alive
 /// bounds them, this only stops a stream that is truly dead.
+/// Pass-through bodies up to this size (declared by Content-Length) are
+/// read whole before they are forwarded.
+const WHOLE_PASS_THROUGH: u64 = 64 * 1024;
+
 const RESPONSE_IDLE: Duration = Duration::from_secs(24 * 3600);
 
 /// The request handler. Cheap to clone: one per connection.
@@ -236,6 +240,11 @@ async fn proxy(
     // --- phase 3: headers ---------------------------------------------------
     let (mut parts, incoming) = req.into_parts();
     let incoming = body::Counted::new(incoming, route.metrics.bytes_in.clone());
+    let declared_len = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if pass_through {
         // Unchanged but for hop-by-hop headers and Host (the upstream's).
         let mut headers = std::mem::take(&mut parts.headers);
@@ -244,8 +253,20 @@ async fn proxy(
         for (name, value) in &upstream.headers {
             headers.insert(name.clone(), value.clone());
         }
-        let (up, progress) =
-            upstream_request(route, body::boxed(incoming), parts.method, uri, headers);
+        // A small body of declared length is read whole first, as nginx
+        // buffers request bodies: it leaves with its head in one write (an
+        // h2 upstream that answers before reading a body that came apart
+        // from its head, as nginx's `return` does, counts it against the
+        // connection as a flood), and it can go again if an h2 upstream
+        // refuses it unprocessed. Larger and chunked bodies stream.
+        let (body, replay) = match declared_len {
+            Some(n) if n <= WHOLE_PASS_THROUGH && !incoming.is_end_stream() => {
+                let whole = Bytes::from(body::collect(incoming, n, limits.body_timeout).await?);
+                (whole_body(whole.clone()), Some(whole))
+            }
+            _ => (body::boxed(incoming), None),
+        };
+        let (up, progress) = upstream_request(route, body, replay, parts.method, uri, headers);
         let res = forward(route, up, &progress, &FailureSlot::default(), seen).await?;
         return Ok(passed_back(res, upstream.response_timeout));
     }
@@ -259,15 +280,13 @@ async fn proxy(
 
     // --- phase 4: body ------------------------------------------------------
     let coding = Coding::from_header(parts.headers.get(header::CONTENT_ENCODING))?;
-    let declared_len = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
     let has_body = !incoming.is_end_stream() && declared_len != Some(0);
     let failure = FailureSlot::default();
-    let body: BoxBody = if !has_body {
-        Empty::new().map_err(|never| match never {}).boxed_unsync()
+    let (body, replay): (BoxBody, Option<Bytes>) = if !has_body {
+        (
+            Empty::new().map_err(|never| match never {}).boxed_unsync(),
+            None,
+        )
     } else {
         // A route may declare the real format (sendBeacon posts JSON as text/plain).
         let format = match route.cfg.body_format {
@@ -292,7 +311,7 @@ async fn proxy(
                     let metrics = route.metrics.clone();
                     move |s| metrics.record(s)
                 }));
-                body::boxed(streaming)
+                (body::boxed(streaming), None)
             }
             format => {
                 if declared_len.is_some_and(|n| n > limits.max_body_bytes) {
@@ -319,11 +338,9 @@ async fn proxy(
                     debug!(route = %route.cfg.name, "withheld: consent or objection");
                     return Ok(withheld());
                 }
-                let encoded = encoding::encode_all(coding, &out);
+                let encoded = Bytes::from(encoding::encode_all(coding, &out));
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(encoded.len()));
-                Full::new(Bytes::from(encoded))
-                    .map_err(|never| match never {})
-                    .boxed_unsync()
+                (whole_body(encoded.clone()), Some(encoded))
             }
         }
     };
@@ -335,7 +352,7 @@ async fn proxy(
     }
 
     // --- phase 5: forward ---------------------------------------------------
-    let (up, progress) = upstream_request(route, body, parts.method, uri, headers);
+    let (up, progress) = upstream_request(route, body, replay, parts.method, uri, headers);
     let res = forward(route, up, &progress, &failure, seen).await?;
 
     // --- phase 6: response --------------------------------------------------
@@ -390,17 +407,18 @@ async fn proxy(
         .insert(header::CONTENT_LENGTH, HeaderValue::from(encoded.len()));
     Ok(Response::from_parts(
         parts,
-        Full::new(Bytes::from(encoded))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
+        whole_body(Bytes::from(encoded)),
     ))
 }
 
 /// The request to the upstream: its body counted as sent and its progress
-/// tracked (for the response timeout, see [`forward`]).
+/// tracked (for the response timeout, see [`forward`]); `replay` is the
+/// body when it is held whole, so that it can go again (see
+/// [`upstream::Replay`]).
 fn upstream_request(
     route: &Route,
     body: BoxBody,
+    replay: Option<Bytes>,
     method: http::Method,
     uri: Uri,
     headers: http::HeaderMap,
@@ -411,7 +429,14 @@ fn upstream_request(
     *up.method_mut() = method;
     *up.uri_mut() = uri;
     *up.headers_mut() = headers;
+    if let Some(whole) = replay {
+        up.extensions_mut().insert(upstream::Replay(whole));
+    }
     (up, progress)
+}
+
+fn whole_body(b: Bytes) -> BoxBody {
+    Full::new(b).map_err(|never| match never {}).boxed_unsync()
 }
 
 /// A response passed back unchanged but for hop-by-hop headers, its body
@@ -481,11 +506,7 @@ fn response_idle(headers: &http::HeaderMap, response_timeout: Duration) -> Durat
 /// The answer to a request withheld for consent or an objection: success,
 /// so clients do not retry, and nothing forwarded.
 fn withheld() -> Response<BoxBody> {
-    let mut res = Response::new(
-        Full::new(Bytes::from_static(b"{}"))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
+    let mut res = Response::new(whole_body(Bytes::from_static(b"{}")));
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -11,7 +11,15 @@
 //!   CA file, ALPN offering h2 then http/1.1. An upstream that picks h2
 //!   gets one multiplexed connection, shared by all requests; one that
 //!   picks http/1.1 gets kept connections, as in clear.
+//!
+//! A request goes again, once, when the upstream cannot have processed it:
+//! a kept connection closed before it was sent, an h2 connection closed
+//! while it was queued, or an h2 upstream that refused its stream
+//! (`REFUSED_STREAM`, or a `GOAWAY` whose last stream id is below it,
+//! RFC 9113 section 8.7). The last two need the body again: only a body
+//! held whole in memory ([`Replay`]) can go twice.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -119,9 +127,15 @@ struct PoolInner {
     /// For `https://` upstreams.
     tls: Option<Tls>,
     /// The connection of an upstream that chose h2, shared by all
-    /// requests and kept until the upstream closes it (one connection, so
-    /// no cap or idle timeout applies).
-    h2: Mutex<Option<http2::SendRequest<BoxBody>>>,
+    /// requests and kept until the upstream closes it or goes away (one
+    /// connection, so no cap or idle timeout applies), numbered so that a
+    /// request refused on it drops this one and not its successor.
+    h2: Mutex<Option<Shared>>,
+    h2_opened: AtomicU64,
+    /// Set while the upstream speaks h2: a new connection is then opened by
+    /// one request while the others wait for it, instead of one each.
+    speaks_h2: AtomicBool,
+    h2_connect: tokio::sync::Mutex<()>,
     /// Entries of `idle` at most.
     max_idle: usize,
     idle_timeout: Duration,
@@ -160,6 +174,63 @@ async fn sweep(pool: Weak<PoolInner>, idle_timeout: Duration) {
     }
 }
 
+/// The shared h2 connection and its number.
+#[derive(Clone)]
+struct Shared {
+    id: u64,
+    sender: http2::SendRequest<BoxBody>,
+}
+
+/// A request body held whole in memory, set as an extension of the request
+/// by the proxy: an h2 request the upstream refused unprocessed is sent
+/// again with it.
+#[derive(Clone)]
+pub struct Replay(pub bytes::Bytes);
+
+/// What a request needs to go again after its body was taken.
+struct Again {
+    method: http::Method,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+    body: bytes::Bytes,
+}
+
+impl Again {
+    fn of(req: &Request<BoxBody>) -> Option<Again> {
+        let Replay(body) = req.extensions().get::<Replay>()?;
+        Some(Again {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            headers: req.headers().clone(),
+            body: body.clone(),
+        })
+    }
+
+    fn request(self) -> Request<BoxBody> {
+        use http_body_util::BodyExt;
+        let mut req = Request::new(
+            http_body_util::Full::new(self.body)
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        );
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
+        *req.headers_mut() = self.headers;
+        req
+    }
+}
+
+/// Whether an h2 upstream refused a request without processing it:
+/// `REFUSED_STREAM`, or a `GOAWAY` sent before it read the stream (h2 fails
+/// only the streams above the frame's last stream id that way; those below
+/// it fail with the connection).
+fn unprocessed(e: &hyper::Error) -> bool {
+    let Some(e) = std::error::Error::source(e).and_then(|s| s.downcast_ref::<h2::Error>()) else {
+        return false;
+    };
+    e.is_remote() && (e.is_go_away() || e.reason() == Some(h2::Reason::REFUSED_STREAM))
+}
+
 /// A fresh connection, by the protocol the upstream chose.
 enum Fresh {
     H1(http1::SendRequest<BoxBody>),
@@ -178,6 +249,9 @@ impl HttpClient {
             connect_timeout: cfg.connect_timeout,
             tls,
             h2: Mutex::new(None),
+            h2_opened: AtomicU64::new(0),
+            speaks_h2: AtomicBool::new(false),
+            h2_connect: tokio::sync::Mutex::new(()),
             max_idle: cfg.max_idle,
             idle_timeout: cfg.idle_timeout,
             idle: Mutex::new(Vec::new()),
@@ -194,8 +268,14 @@ impl HttpClient {
 
     /// Sends `req` (absolute URI) and resolves to the response head.
     pub async fn request(&self, req: Request<BoxBody>) -> Result<Response<Incoming>, BoxError> {
-        if let Some(mut h2) = self.h2_sender() {
-            return Ok(h2.send_request(req).await?);
+        if let Some(h2) = self.h2_sender() {
+            return self.send_h2(h2, req).await;
+        }
+        if self.inner.speaks_h2.load(Ordering::Relaxed) {
+            return match self.shared_h2().await? {
+                Ok(h2) => self.send_h2(h2, req).await,
+                Err(h1) => self.send_h1(h1, req).await,
+            };
         }
         let name = &self.inner.name;
         let req = match self.checkout() {
@@ -222,22 +302,97 @@ impl HttpClient {
             }
         };
         match self.connect().await? {
-            Fresh::H1(mut sender) => {
-                let res = sender.send_request(self.origin_form(req)).await?;
-                self.give_back(sender);
-                Ok(res)
-            }
-            Fresh::H2(mut sender) => {
-                *self.inner.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());
-                Ok(sender.send_request(req).await?)
+            Fresh::H1(sender) => self.send_h1(sender, req).await,
+            Fresh::H2(sender) => {
+                let h2 = self.keep_h2(sender);
+                self.send_h2(h2, req).await
             }
         }
     }
 
-    /// The shared h2 connection, while it is open.
-    fn h2_sender(&self) -> Option<http2::SendRequest<BoxBody>> {
+    async fn send_h1(
+        &self,
+        mut sender: http1::SendRequest<BoxBody>,
+        req: Request<BoxBody>,
+    ) -> Result<Response<Incoming>, BoxError> {
+        let res = sender.send_request(self.origin_form(req)).await?;
+        self.give_back(sender);
+        Ok(res)
+    }
+
+    /// Sends on the shared h2 connection; a request the upstream did not
+    /// process goes once more, on the connection open by then.
+    async fn send_h2(
+        &self,
+        mut h2: Shared,
+        req: Request<BoxBody>,
+    ) -> Result<Response<Incoming>, BoxError> {
+        let again = Again::of(&req);
+        let mut e = match h2.sender.try_send_request(req).await {
+            Ok(res) => return Ok(res),
+            Err(e) => e,
+        };
+        let (req, gone) = match (e.take_message(), again) {
+            // Queued on a connection that closed before sending it.
+            (Some(req), _) => (req, true),
+            (None, Some(again)) if unprocessed(e.error()) => {
+                let refused_stream = std::error::Error::source(e.error())
+                    .and_then(|s| s.downcast_ref::<h2::Error>())
+                    .is_some_and(|e| e.reason() == Some(h2::Reason::REFUSED_STREAM));
+                (again.request(), !refused_stream)
+            }
+            (None, _) => return Err(e.into_error().into()),
+        };
+        tracing::debug!(upstream = %self.inner.name, "the h2 upstream did not process a request; sending it again");
+        if gone {
+            self.drop_h2(h2.id);
+        }
+        match self.shared_h2().await? {
+            Ok(mut h2) => Ok(h2.sender.send_request(req).await?),
+            Err(h1) => self.send_h1(h1, req).await,
+        }
+    }
+
+    /// The shared h2 connection, opened by this request if there is none
+    /// (one request at a time opens it; those waiting then share it). An
+    /// upstream that now picks HTTP/1.1 gives that connection instead.
+    async fn shared_h2(&self) -> Result<Result<Shared, http1::SendRequest<BoxBody>>, BoxError> {
+        let _one = self.inner.h2_connect.lock().await;
+        if let Some(h2) = self.h2_sender() {
+            return Ok(Ok(h2));
+        }
+        match self.connect().await? {
+            Fresh::H2(sender) => Ok(Ok(self.keep_h2(sender))),
+            Fresh::H1(sender) => {
+                self.inner.speaks_h2.store(false, Ordering::Relaxed);
+                Ok(Err(sender))
+            }
+        }
+    }
+
+    fn keep_h2(&self, sender: http2::SendRequest<BoxBody>) -> Shared {
+        let h2 = Shared {
+            id: self.inner.h2_opened.fetch_add(1, Ordering::Relaxed),
+            sender,
+        };
+        *self.inner.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(h2.clone());
+        self.inner.speaks_h2.store(true, Ordering::Relaxed);
+        h2
+    }
+
+    /// Stops sharing connection `id` (going away): requests in flight on it
+    /// finish, new ones go to its successor.
+    fn drop_h2(&self, id: u64) {
         let mut h2 = self.inner.h2.lock().unwrap_or_else(|e| e.into_inner());
-        if h2.as_ref().is_some_and(http2::SendRequest::is_closed) {
+        if h2.as_ref().is_some_and(|h| h.id == id) {
+            *h2 = None;
+        }
+    }
+
+    /// The shared h2 connection, while it is open.
+    fn h2_sender(&self) -> Option<Shared> {
+        let mut h2 = self.inner.h2.lock().unwrap_or_else(|e| e.into_inner());
+        if h2.as_ref().is_some_and(|h| h.sender.is_closed()) {
             tracing::debug!(upstream = %self.inner.name, "the h2 upstream connection closed");
             *h2 = None;
         }
