@@ -460,8 +460,9 @@ async fn forward(
 ) -> Result<Response<Incoming>, ProxyError> {
     let timeout = route.cfg.upstream.response_timeout;
     let sent_at = Instant::now();
-    let request = route.client.request(up);
-    tokio::pin!(request);
+    // Boxed: the request's future is kilobytes, and held inline it would be
+    // copied with every move of the request's future.
+    let mut request = Box::pin(route.client.request(up));
     let sent = loop {
         let wait = progress.deadline(timeout);
         let wake = wait.unwrap_or_else(|| tokio::time::Instant::now() + timeout);

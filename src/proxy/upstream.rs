@@ -463,7 +463,17 @@ impl HttpClient {
         });
     }
 
-    async fn connect(&self) -> Result<Fresh, BoxError> {
+    /// A new connection. Boxed: a TLS handshake's state is kilobytes, and
+    /// every request's future would carry that room, moved with it, though
+    /// few requests connect.
+    fn connect(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Fresh, BoxError>> + Send + '_>>
+    {
+        Box::pin(self.open())
+    }
+
+    async fn open(&self) -> Result<Fresh, BoxError> {
         let inner = &self.inner;
         let tcp = async {
             let tcp = tokio::net::TcpStream::connect(inner.addr.as_str()).await?;
