@@ -320,13 +320,24 @@ fn logs_carry_no_personal_data_at_the_most_verbose_level() {
 // === processes ================================================================
 
 /// `scrim run` on `dir/NAME.toml`, logging to `dir/NAME.log` at `level`.
-pub fn spawn_run(dir: &Path, name: &str, config: &str, level: &str) -> ChildGuard {
+pub fn spawn_run(
+    dir: &Path,
+    name: &str,
+    config: &str,
+    level: &str,
+    workers: Option<u16>,
+) -> ChildGuard {
     let cfg = dir.join(format!("{name}.toml"));
     std::fs::write(&cfg, config).expect("write the config");
     let log = dir.join(format!("{name}.log"));
     let err = std::fs::File::create(&log).expect("create the log file");
-    let child = scrim_cmd(&kek_hex())
-        .args(["run", "-c"])
+    let mut cmd = scrim_cmd(&kek_hex());
+    cmd.arg("run");
+    if let Some(n) = workers {
+        cmd.arg("--workers").arg(n.to_string());
+    }
+    let child = cmd
+        .arg("-c")
         .arg(&cfg)
         .env("RUST_LOG", level)
         .stdout(Stdio::null())
@@ -359,6 +370,19 @@ pub async fn start_process(
     limits: &str,
     level: &str,
 ) -> Process {
+    start_process_on(dir, upstream, routes, limits, level, None).await
+}
+
+/// [`start_process`] with `--workers` (`None`: scrim's default, as many as
+/// the machine's cores).
+pub async fn start_process_on(
+    dir: tempfile::TempDir,
+    upstream: &str,
+    routes: &str,
+    limits: &str,
+    level: &str,
+    workers: Option<u16>,
+) -> Process {
     let ring = init_ring(dir.path());
     let ports = free_ports(2);
     let (proxy, admin) = (
@@ -375,7 +399,7 @@ pub async fn start_process(
         Some((&admin.to_string(), &audit)),
     )
     .replacen("[keys]", &format!("[limits]\n{limits}\n\n[keys]"), 1);
-    let mut p = spawn_run(dir.path(), "scrim", &config, level);
+    let mut p = spawn_run(dir.path(), "scrim", &config, level, workers);
     let client = ps::h1_client();
     crate::keyring::wait_ready(&client, &mut p, admin, "scrim").await;
     Process {
@@ -517,6 +541,16 @@ fn received_fields(up: &Upstream) -> HashMap<u64, Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reload_under_load_applies_good_configs_and_refuses_a_broken_one() {
+    sighup_reload_under_load(None).await;
+}
+
+/// The same on the single-threaded runtime (`--workers 1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reload_under_load_on_one_worker() {
+    sighup_reload_under_load(Some(1)).await;
+}
+
+async fn sighup_reload_under_load(scrim_workers: Option<u16>) {
     let up = Upstream::start(ps::ok_responder()).await;
     let dir = ps::tempdir();
     let keep = |fields: &[&str]| {
@@ -543,7 +577,7 @@ async fn sighup_reload_under_load_applies_good_configs_and_refuses_a_broken_one(
         client,
         config: cfg,
         dir,
-    } = start_process(dir, &up.url(), &routes, "", "info").await;
+    } = start_process_on(dir, &up.url(), &routes, "", "info", scrim_workers).await;
 
     let phase = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -655,6 +689,16 @@ async fn sighup_reload_under_load_applies_good_configs_and_refuses_a_broken_one(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_completes_every_accepted_request_then_exits_zero() {
+    sigterm_under_load(None).await;
+}
+
+/// The same on the single-threaded runtime (`--workers 1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_on_one_worker_completes_every_accepted_request() {
+    sigterm_under_load(Some(1)).await;
+}
+
+async fn sigterm_under_load(scrim_workers: Option<u16>) {
     const IN_FLIGHT: usize = 12;
     // The upstream holds each request a while, so requests are in flight
     // when the signal lands.
@@ -672,12 +716,13 @@ async fn sigterm_under_load_completes_every_accepted_request_then_exits_zero() {
         client,
         dir: _dir,
         ..
-    } = start_process(
+    } = start_process_on(
         ps::tempdir(),
         &up.url(),
         &route("/", &audience_rules()),
         "drain_timeout_ms = 10000",
         "info",
+        scrim_workers,
     )
     .await;
 
@@ -779,6 +824,9 @@ async fn sigterm_under_load_completes_every_accepted_request_then_exits_zero() {
     assert!(std::net::TcpStream::connect(proxy).is_err());
     let text = p.stderr_text();
     assert!(text.contains("draining"), "log:\n{text}");
+    if let Some(n) = scrim_workers {
+        assert!(text.contains(&format!("workers={n}")), "log:\n{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

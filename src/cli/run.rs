@@ -27,6 +27,13 @@ pub struct RunArgs {
     /// the config's `[limits] drain_timeout_ms`, else 30).
     #[arg(long)]
     drain_secs: Option<u64>,
+    /// Threads that serve requests (default: the cores scrim may use, as
+    /// its CPU affinity and cgroup quota say). With 1, scrim runs on a
+    /// single-threaded runtime, which spends less per request than a
+    /// work-stealing one of one thread: the setting for a process pinned
+    /// to one core, or one replica per core.
+    #[arg(long, env = "SCRIM_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
+    workers: Option<u16>,
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
@@ -47,10 +54,20 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         (None, Some(p)) => Keys::Dev(DevKeySource::from_file(p)?),
         (None, None) => Keys::Dev(DevKeySource::from_env()?),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let workers = a.workers.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    );
+    let rt = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    }
+    .enable_all()
+    .build()
+    .context("cannot start the async runtime")?;
     rt.block_on(async {
         let routes = cfg.routes.len();
         for r in cfg.routes.iter().filter(|r| r.pass_through) {
@@ -58,7 +75,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         }
         let rt = Runtime::new(cfg, keys)?;
         let running = crate::server::start_runtime(rt, drain).await?;
-        tracing::info!(addrs = ?running.addrs, admin = ?running.admin_addr, routes, "scrim is running");
+        tracing::info!(addrs = ?running.addrs, admin = ?running.admin_addr, routes, workers, "scrim is running");
         serve_signals(&running.runtime).await;
         tracing::info!(drain_secs = drain.as_secs_f64(), "shutting down: draining requests in flight");
         running.stop().await;
