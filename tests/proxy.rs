@@ -2056,3 +2056,72 @@ async fn requests_an_h2_upstream_refused_unprocessed_go_again() {
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
     proxy.stop().await;
 }
+
+/// Requests waiting for the shared h2 connection to reopen fail with the
+/// attempt they waited for: a queue of them to an upstream that stopped
+/// answering costs one connect timeout, not one each in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_waiting_for_an_h2_reconnect_fail_with_it() {
+    let cert = test_cert();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut server = tls_server_config(&cert);
+    server.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    // The first connection serves one request and closes; later ones are
+    // accepted and never answered (the TLS handshake hangs).
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            if count.fetch_add(1, Ordering::SeqCst) > 0 {
+                held.push(tcp);
+                continue;
+            }
+            let tls = acceptor.accept(tcp).await.unwrap();
+            tokio::spawn(async move {
+                let mut conn = h2::server::handshake(tls).await.unwrap();
+                if let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    let mut send = respond
+                        .send_response(http::Response::new(()), false)
+                        .unwrap();
+                    send.send_data(Bytes::from_static(b"{}"), true).unwrap();
+                }
+                conn.graceful_shutdown();
+                while conn.accept().await.is_some() {}
+            });
+        }
+    });
+    let dir = tempdir();
+    std::fs::write(dir.path().join("upstream-ca.pem"), &cert.cert_pem).unwrap();
+    let routes = "[[route]]\npath_prefix = \"/pass/\"\nupstream = \"up\"\npass_through = true\n";
+    let cfg = config(
+        &format!("https://127.0.0.1:{port}"),
+        "ca_file = \"upstream-ca.pem\"\nconnect_timeout_ms = 400",
+        "",
+        routes,
+    );
+    let proxy = Proxy::start(dir, &cfg).await;
+    let client = h1_client();
+    let one = || {
+        send(
+            &client,
+            post(&proxy.url("/pass/x"), "application/json", full("{}")),
+        )
+    };
+    assert_eq!(one().await.status, StatusCode::OK);
+    // Until scrim has seen the first connection close.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let replies = futures_util::future::join_all((0..6).map(|_| one())).await;
+    for r in &replies {
+        assert_error_reply(r, 502, SECRETS);
+    }
+    let attempts = accepted.load(Ordering::SeqCst) - 1;
+    assert!(
+        (1..=2).contains(&attempts),
+        "{attempts} connect attempts for 6 requests waiting together"
+    );
+    proxy.stop().await;
+}

@@ -135,7 +135,9 @@ struct PoolInner {
     /// Set while the upstream speaks h2: a new connection is then opened by
     /// one request while the others wait for it, instead of one each.
     speaks_h2: AtomicBool,
-    h2_connect: tokio::sync::Mutex<()>,
+    /// Held while the shared connection is opened; when the last attempt
+    /// failed.
+    h2_connect: tokio::sync::Mutex<Option<Instant>>,
     /// Entries of `idle` at most.
     max_idle: usize,
     idle_timeout: Duration,
@@ -251,7 +253,7 @@ impl HttpClient {
             h2: Mutex::new(None),
             h2_opened: AtomicU64::new(0),
             speaks_h2: AtomicBool::new(false),
-            h2_connect: tokio::sync::Mutex::new(()),
+            h2_connect: tokio::sync::Mutex::new(None),
             max_idle: cfg.max_idle,
             idle_timeout: cfg.idle_timeout,
             idle: Mutex::new(Vec::new()),
@@ -356,16 +358,27 @@ impl HttpClient {
     /// The shared h2 connection, opened by this request if there is none
     /// (one request at a time opens it; those waiting then share it). An
     /// upstream that now picks HTTP/1.1 gives that connection instead.
+    /// Those waiting while an attempt fails fail with it: waiting their
+    /// turn to try again, one connect timeout each, a queue of requests to
+    /// an unreachable upstream would wait for all of them.
     async fn shared_h2(&self) -> Result<Result<Shared, http1::SendRequest<BoxBody>>, BoxError> {
-        let _one = self.inner.h2_connect.lock().await;
+        let asked = Instant::now();
+        let mut failed = self.inner.h2_connect.lock().await;
         if let Some(h2) = self.h2_sender() {
             return Ok(Ok(h2));
         }
-        match self.connect().await? {
-            Fresh::H2(sender) => Ok(Ok(self.keep_h2(sender))),
-            Fresh::H1(sender) => {
+        if failed.is_some_and(|at| at >= asked) {
+            return Err("the upstream connection could not be opened".into());
+        }
+        match self.connect().await {
+            Ok(Fresh::H2(sender)) => Ok(Ok(self.keep_h2(sender))),
+            Ok(Fresh::H1(sender)) => {
                 self.inner.speaks_h2.store(false, Ordering::Relaxed);
                 Ok(Err(sender))
+            }
+            Err(e) => {
+                *failed = Some(Instant::now());
+                Err(e)
             }
         }
     }
