@@ -85,7 +85,11 @@ pub fn request_headers_reporting(
         }
         if FRAMING.contains(name) {
             if !(strip_accept_encoding && name == header::ACCEPT_ENCODING) {
-                out.append(name.clone(), value.clone());
+                // Copied, not shared: a shared value would keep the client
+                // connection's whole read buffer alive while the request
+                // waits on the upstream.
+                let copy = HeaderValue::from_bytes(value.as_bytes());
+                out.append(name.clone(), copy.unwrap_or_else(|_| value.clone()));
             }
             continue;
         }

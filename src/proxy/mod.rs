@@ -266,7 +266,11 @@ async fn proxy(
             }
             _ => (body::boxed(incoming), None),
         };
-        let (up, progress) = upstream_request(route, body, replay, parts.method, uri, headers);
+        let method = std::mem::take(&mut parts.method);
+        // What is left of the request head pins the connection's read
+        // buffer (hyper parses without copying): let it go before the wait.
+        drop(parts);
+        let (up, progress) = upstream_request(route, body, replay, method, uri, headers);
         let res = forward(route, up, &progress, &FailureSlot::default(), seen).await?;
         return Ok(passed_back(res, upstream.response_timeout));
     }
@@ -352,7 +356,9 @@ async fn proxy(
     }
 
     // --- phase 5: forward ---------------------------------------------------
-    let (up, progress) = upstream_request(route, body, replay, parts.method, uri, headers);
+    let method = std::mem::take(&mut parts.method);
+    drop(parts);
+    let (up, progress) = upstream_request(route, body, replay, method, uri, headers);
     let res = forward(route, up, &progress, &failure, seen).await?;
 
     // --- phase 6: response --------------------------------------------------
