@@ -6,9 +6,7 @@
 //! its key, checked out through futures and spawned a task per request to
 //! give the connection back.
 //! - `http://` upstreams (a sidecar, a collector in the same cluster):
-//!   HTTP/1.1 over kept connections. An HTTP/1.1 connection has no task of
-//!   its own: the request using it drives its I/O ([`UpstreamBody`]), and
-//!   the pool holds only connections whose last response was read whole.
+//!   HTTP/1.1 over kept connections.
 //! - `https://` upstreams: rustls with the system roots plus an optional
 //!   CA file, ALPN offering h2 then http/1.1. An upstream that picks h2
 //!   gets one multiplexed connection, shared by all requests; one that
@@ -150,149 +148,17 @@ struct PoolInner {
 }
 
 struct Pooled {
-    h1: H1,
-    /// When it idles out, counted from when it was given back.
+    sender: http1::SendRequest<BoxBody>,
+    /// When it idles out, counted from when it was given back (a response
+    /// body may still be read for a while after).
     expires: Instant,
 }
 
 impl Pooled {
-    /// Closed, or idle past the upstream's idle timeout: to be dropped.
+    /// Closed, or ready but idle past the upstream's idle timeout: to be
+    /// dropped.
     fn gone(&self, now: Instant) -> bool {
-        self.h1.conn.is_none() || self.h1.sender.is_closed() || now >= self.expires
-    }
-}
-
-/// The I/O of an HTTP/1.1 connection, as a future that runs until it closes.
-type ConnIo = std::pin::Pin<Box<dyn std::future::Future<Output = hyper::Result<()>> + Send>>;
-
-/// An HTTP/1.1 upstream connection: the handle requests are sent through,
-/// and its I/O, which the request using it drives. No task of its own: the
-/// request's task reads the response as soon as the socket is ready,
-/// instead of waiting for a connection task to be scheduled to read it and
-/// then to be scheduled itself (under load, each wait is a trip through the
-/// whole run queue).
-struct H1 {
-    sender: http1::SendRequest<BoxBody>,
-    /// `None` once the connection has ended.
-    conn: Option<ConnIo>,
-}
-
-impl H1 {
-    fn drive(&mut self, cx: &mut std::task::Context<'_>) -> bool {
-        drive_io(&mut self.conn, cx)
-    }
-
-    /// Ready for a request (the last response is done and the connection
-    /// open); `false` if it closed meanwhile.
-    async fn ready(&mut self) -> bool {
-        std::future::poll_fn(|cx| {
-            let open = self.drive(cx);
-            match self.sender.poll_ready(cx) {
-                std::task::Poll::Ready(r) => std::task::Poll::Ready(r.is_ok() && open),
-                std::task::Poll::Pending if !open => std::task::Poll::Ready(false),
-                std::task::Poll::Pending => std::task::Poll::Pending,
-            }
-        })
-        .await
-    }
-}
-
-/// Runs a connection's I/O as far as it can go; false once it ended.
-fn drive_io(conn: &mut Option<ConnIo>, cx: &mut std::task::Context<'_>) -> bool {
-    if let Some(io) = conn {
-        if let std::task::Poll::Ready(r) = io.as_mut().poll(cx) {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "upstream connection ended");
-            }
-            *conn = None;
-        }
-    }
-    conn.is_some()
-}
-
-/// A response body from an upstream. An HTTP/1.1 one drives its
-/// connection while it is read, and gives the connection back to the pool
-/// when it ends.
-pub struct UpstreamBody {
-    body: Incoming,
-    /// The connection of an HTTP/1.1 response, until its body ends.
-    h1: Option<(H1, HttpClient)>,
-}
-
-impl Drop for UpstreamBody {
-    /// A body read to its end (or empty) leaves its connection ready for
-    /// the next request; one dropped before closes it.
-    fn drop(&mut self) {
-        if let Some((h1, pool)) = self.h1.take() {
-            if http_body::Body::is_end_stream(&self.body) {
-                pool.give_back(h1);
-            }
-        }
-    }
-}
-
-impl UpstreamBody {
-    /// An h2 response body (its connection runs on its own task).
-    fn plain(body: Incoming) -> Self {
-        Self { body, h1: None }
-    }
-}
-
-impl http_body::Body for UpstreamBody {
-    type Data = bytes::Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
-        use std::task::Poll;
-        let this = &mut *self;
-        let mut driven = false;
-        loop {
-            match std::pin::Pin::new(&mut this.body).poll_frame(cx) {
-                Poll::Ready(None) => {
-                    if let Some((mut h1, pool)) = this.h1.take() {
-                        // Lets the connection take in the end of the message.
-                        h1.drive(cx);
-                        pool.give_back(h1);
-                    }
-                    return Poll::Ready(None);
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    this.h1 = None;
-                    return Poll::Ready(Some(Err(e)));
-                }
-                Poll::Ready(Some(Ok(frame))) => {
-                    // Readers stop at the end they are told of, without
-                    // polling for `None`.
-                    if this.body.is_end_stream() {
-                        if let Some((mut h1, pool)) = this.h1.take() {
-                            h1.drive(cx);
-                            pool.give_back(h1);
-                        }
-                    }
-                    return Poll::Ready(Some(Ok(frame)));
-                }
-                Poll::Pending => match &mut this.h1 {
-                    // What the I/O reads (or its end, which fails or ends the
-                    // body) is seen at once, not on a wake.
-                    Some((h1, _)) if !driven && h1.conn.is_some() => {
-                        h1.drive(cx);
-                        driven = true;
-                    }
-                    _ => return Poll::Pending,
-                },
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
+        self.sender.is_closed() || (self.sender.is_ready() && now >= self.expires)
     }
 }
 
@@ -369,7 +235,7 @@ fn unprocessed(e: &hyper::Error) -> bool {
 
 /// A fresh connection, by the protocol the upstream chose.
 enum Fresh {
-    H1(H1),
+    H1(http1::SendRequest<BoxBody>),
     H2(http2::SendRequest<BoxBody>),
 }
 
@@ -403,7 +269,7 @@ impl HttpClient {
     }
 
     /// Sends `req` (absolute URI) and resolves to the response head.
-    pub async fn request(&self, req: Request<BoxBody>) -> Result<Response<UpstreamBody>, BoxError> {
+    pub async fn request(&self, req: Request<BoxBody>) -> Result<Response<Incoming>, BoxError> {
         if let Some(h2) = self.h2_sender() {
             return self.send_h2(h2, req).await;
         }
@@ -416,34 +282,29 @@ impl HttpClient {
         let name = &self.inner.name;
         let req = match self.checkout() {
             None => req,
-            Some(mut h1) => {
+            Some(mut sender) => {
                 tracing::trace!(upstream = %name, "reusing a kept upstream connection");
-                // A kept connection the upstream closed meanwhile: the
-                // request goes on a fresh one. Once it was sent, a failure
-                // is the request's.
-                if !h1.ready().await {
-                    tracing::debug!(upstream = %name, "a kept upstream connection had closed; sending on a new one");
-                    req
-                } else {
-                    // Sent in origin form; a fresh connection may speak h2,
-                    // which wants the absolute form back.
-                    let uri = req.uri().clone();
-                    match self.try_send_h1(h1, req).await {
-                        Ok(res) => return Ok(res),
-                        Err(mut e) => match e.take_message() {
-                            Some(mut req) => {
-                                tracing::debug!(upstream = %name, "a kept upstream connection closed before the request went out; sending on a new one");
-                                *req.uri_mut() = uri;
-                                req
-                            }
-                            None => return Err(e.into_error().into()),
-                        },
+                match sender.try_send_request(self.origin_form(req)).await {
+                    Ok(res) => {
+                        self.give_back(sender);
+                        return Ok(res);
                     }
+                    // A kept connection the upstream closed before the
+                    // request went out: the request was not sent, so it may
+                    // go again on a fresh one. Anything else failed after
+                    // sending.
+                    Err(mut e) => match e.take_message() {
+                        Some(req) => {
+                            tracing::debug!(upstream = %name, "a kept upstream connection had closed; sending on a new one");
+                            req
+                        }
+                        None => return Err(e.into_error().into()),
+                    },
                 }
             }
         };
         match self.connect().await? {
-            Fresh::H1(h1) => self.send_h1(h1, req).await,
+            Fresh::H1(sender) => self.send_h1(sender, req).await,
             Fresh::H2(sender) => {
                 let h2 = self.keep_h2(sender);
                 self.send_h2(h2, req).await
@@ -451,41 +312,14 @@ impl HttpClient {
         }
     }
 
-    /// Sends on a ready HTTP/1.1 connection, driving its I/O until the
-    /// response head is in; the body drives it on (see [`UpstreamBody`]).
     async fn send_h1(
         &self,
-        h1: H1,
+        mut sender: http1::SendRequest<BoxBody>,
         req: Request<BoxBody>,
-    ) -> Result<Response<UpstreamBody>, BoxError> {
-        self.try_send_h1(h1, req)
-            .await
-            .map_err(|e| e.into_error().into())
-    }
-
-    /// [`Self::send_h1`], giving back a request the connection never sent.
-    async fn try_send_h1(
-        &self,
-        mut h1: H1,
-        req: Request<BoxBody>,
-    ) -> Result<Response<UpstreamBody>, hyper::client::conn::TrySendError<Request<BoxBody>>> {
-        use std::future::Future;
-        let H1 { sender, conn } = &mut h1;
-        let mut send = std::pin::pin!(sender.try_send_request(self.origin_form(req)));
-        let res = std::future::poll_fn(|cx| {
-            if let std::task::Poll::Ready(r) = send.as_mut().poll(cx) {
-                return std::task::Poll::Ready(r);
-            }
-            // The I/O writes the request just queued, or reads the answer
-            // (or ends, failing the request): seen at once, not on a wake.
-            drive_io(conn, cx);
-            send.as_mut().poll(cx)
-        })
-        .await?;
-        Ok(res.map(|body| UpstreamBody {
-            body,
-            h1: Some((h1, self.clone())),
-        }))
+    ) -> Result<Response<Incoming>, BoxError> {
+        let res = sender.send_request(self.origin_form(req)).await?;
+        self.give_back(sender);
+        Ok(res)
     }
 
     /// Sends on the shared h2 connection; a request the upstream did not
@@ -494,10 +328,10 @@ impl HttpClient {
         &self,
         mut h2: Shared,
         req: Request<BoxBody>,
-    ) -> Result<Response<UpstreamBody>, BoxError> {
+    ) -> Result<Response<Incoming>, BoxError> {
         let again = Again::of(&req);
         let mut e = match h2.sender.try_send_request(req).await {
-            Ok(res) => return Ok(res.map(UpstreamBody::plain)),
+            Ok(res) => return Ok(res),
             Err(e) => e,
         };
         let (req, gone) = match (e.take_message(), again) {
@@ -516,7 +350,7 @@ impl HttpClient {
             self.drop_h2(h2.id);
         }
         match self.shared_h2().await? {
-            Ok(mut h2) => Ok(h2.sender.send_request(req).await?.map(UpstreamBody::plain)),
+            Ok(mut h2) => Ok(h2.sender.send_request(req).await?),
             Err(h1) => self.send_h1(h1, req).await,
         }
     }
@@ -527,7 +361,7 @@ impl HttpClient {
     /// Those waiting while an attempt fails fail with it: waiting their
     /// turn to try again, one connect timeout each, a queue of requests to
     /// an unreachable upstream would wait for all of them.
-    async fn shared_h2(&self) -> Result<Result<Shared, H1>, BoxError> {
+    async fn shared_h2(&self) -> Result<Result<Shared, http1::SendRequest<BoxBody>>, BoxError> {
         let asked = Instant::now();
         let mut failed = self.inner.h2_connect.lock().await;
         if let Some(h2) = self.h2_sender() {
@@ -600,21 +434,24 @@ impl HttpClient {
     /// for too long on the way. Busy ones stay for later. From the newest:
     /// the one given back last is often still busy, the ones before it ready,
     /// so a checkout looks at few entries even with many connections.
-    fn checkout(&self) -> Option<H1> {
+    fn checkout(&self) -> Option<http1::SendRequest<BoxBody>> {
         let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        while let Some(p) = idle.pop() {
-            if !p.gone(now) {
-                return Some(p.h1);
+        let mut i = idle.len();
+        while i > 0 {
+            i -= 1;
+            if idle[i].gone(now) {
+                // What `swap_remove` moves here was looked at already.
+                idle.swap_remove(i);
+            } else if idle[i].sender.is_ready() {
+                return Some(idle.swap_remove(i).sender);
             }
         }
         None
     }
 
-    /// Keeps a connection whose response has been read whole, for the next
-    /// request.
-    fn give_back(&self, h1: H1) {
-        if h1.conn.is_none() || h1.sender.is_closed() {
+    fn give_back(&self, sender: http1::SendRequest<BoxBody>) {
+        if sender.is_closed() {
             return;
         }
         let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -634,7 +471,7 @@ impl HttpClient {
             idle.remove(0);
         }
         idle.push(Pooled {
-            h1,
+            sender,
             expires: now + self.inner.idle_timeout,
         });
     }
@@ -689,10 +526,8 @@ where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let (sender, conn) = http1::handshake(io).await?;
-    Ok(Fresh::H1(H1 {
-        sender,
-        conn: Some(Box::pin(conn)),
-    }))
+    drive(conn);
+    Ok(Fresh::H1(sender))
 }
 
 /// Runs a connection's I/O until it ends.
