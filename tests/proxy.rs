@@ -2125,3 +2125,63 @@ async fn requests_waiting_for_an_h2_reconnect_fail_with_it() {
     );
     proxy.stop().await;
 }
+
+/// A response whose client went away before its body was read whole leaves
+/// its upstream connection closed, not kept: the next request goes on a new
+/// one and is answered in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_connection_whose_response_was_cut_is_not_kept() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    // The first connection answers with 10 of 100 body bytes, then waits;
+    // later ones answer whole.
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let first = count.fetch_add(1, Ordering::SeqCst) == 0;
+            tokio::spawn(async move {
+                while read_request(&mut s).await.is_some() {
+                    let answer: &[u8] = if first {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+                    };
+                    if s.write_all(answer).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let proxy = pass_through_to(addr, "").await;
+    // The client reads the head of the cut response and goes away.
+    let client = h1_client();
+    let res = within(
+        "the head of the cut response",
+        WAIT,
+        client.request(post(
+            &proxy.url("/pass/x"),
+            "application/json",
+            full(event_json()),
+        )),
+    )
+    .await
+    .expect("a response head");
+    assert_eq!(res.status(), StatusCode::OK);
+    drop(res);
+    drop(client);
+    let r = send(
+        &h1_client(),
+        post(
+            &proxy.url("/pass/x"),
+            "application/json",
+            full(event_json()),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, b"{}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    proxy.stop().await;
+}
