@@ -222,15 +222,28 @@ impl Again {
     }
 }
 
-/// Whether an h2 upstream refused a request without processing it:
-/// `REFUSED_STREAM`, or a `GOAWAY` sent before it read the stream (h2 fails
-/// only the streams above the frame's last stream id that way; those below
-/// it fail with the connection).
-fn unprocessed(e: &hyper::Error) -> bool {
-    let Some(e) = std::error::Error::source(e).and_then(|s| s.downcast_ref::<h2::Error>()) else {
-        return false;
-    };
-    e.is_remote() && (e.is_go_away() || e.reason() == Some(h2::Reason::REFUSED_STREAM))
+/// How an h2 upstream refused a request without processing it.
+#[derive(Clone, Copy, PartialEq)]
+enum Refusal {
+    /// `REFUSED_STREAM`: this stream only; the connection goes on.
+    Stream,
+    /// A `GOAWAY` sent before it read the stream (h2 fails only the streams
+    /// above the frame's last stream id that way; those below it fail with
+    /// the connection): the connection is going away.
+    GoingAway,
+}
+
+fn refusal(e: &hyper::Error) -> Option<Refusal> {
+    let e = std::error::Error::source(e)?.downcast_ref::<h2::Error>()?;
+    if !e.is_remote() {
+        None
+    } else if e.is_go_away() {
+        Some(Refusal::GoingAway)
+    } else if e.reason() == Some(h2::Reason::REFUSED_STREAM) {
+        Some(Refusal::Stream)
+    } else {
+        None
+    }
 }
 
 /// A fresh connection, by the protocol the upstream chose.
@@ -270,10 +283,12 @@ impl HttpClient {
 
     /// Sends `req` (absolute URI) and resolves to the response head.
     pub async fn request(&self, req: Request<BoxBody>) -> Result<Response<Incoming>, BoxError> {
-        if let Some(h2) = self.h2_sender() {
-            return self.send_h2(h2, req).await;
-        }
+        // Only an upstream that picked h2 has a shared connection to look
+        // for: the others never take its lock.
         if self.inner.speaks_h2.load(Ordering::Relaxed) {
+            if let Some(h2) = self.h2_sender() {
+                return self.send_h2(h2, req).await;
+            }
             return match self.shared_h2().await? {
                 Ok(h2) => self.send_h2(h2, req).await,
                 Err(h1) => self.send_h1(h1, req).await,
@@ -334,16 +349,11 @@ impl HttpClient {
             Ok(res) => return Ok(res),
             Err(e) => e,
         };
-        let (req, gone) = match (e.take_message(), again) {
+        let (req, gone) = match (e.take_message(), again, refusal(e.error())) {
             // Queued on a connection that closed before sending it.
-            (Some(req), _) => (req, true),
-            (None, Some(again)) if unprocessed(e.error()) => {
-                let refused_stream = std::error::Error::source(e.error())
-                    .and_then(|s| s.downcast_ref::<h2::Error>())
-                    .is_some_and(|e| e.reason() == Some(h2::Reason::REFUSED_STREAM));
-                (again.request(), !refused_stream)
-            }
-            (None, _) => return Err(e.into_error().into()),
+            (Some(req), _, _) => (req, true),
+            (None, Some(again), Some(how)) => (again.request(), how == Refusal::GoingAway),
+            (None, _, _) => return Err(e.into_error().into()),
         };
         tracing::debug!(upstream = %self.inner.name, "the h2 upstream did not process a request; sending it again");
         if gone {
