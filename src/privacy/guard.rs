@@ -185,11 +185,11 @@ fn own_identifiers<'t>(
 /// `@`, a `:` followed by up to four hex digits and another `:` (how an
 /// IPv6 address starts), or a digit, a `.` and up to three digits and
 /// another `.` (how an IPv4 address starts), and runs to the nearest ASCII
-/// byte on either side that no address the guard looks for can hold. Every match of the full pattern lies in one
-/// stretch (and a stretch's ends read as non-word characters, as the bytes
-/// cut off did), so scanning them finds what scanning all of `t` finds,
-/// while the regex reads a few dozen bytes of a JSON document instead of
-/// all of it.
+/// byte on either side that no address the guard looks for can hold. Every
+/// match of the full pattern lies in one stretch (and a stretch's ends read
+/// as non-word characters, as the bytes cut off did), so scanning them
+/// finds what scanning all of `t` finds, while the regex reads a few dozen
+/// bytes of a JSON document instead of all of it.
 fn stretches(t: &str) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
     let b = t.as_bytes();
     let inside = |c: u8| {
@@ -425,13 +425,13 @@ fn locate(v: &Value, seen: &Seen, p: &Pseudonymiser, at: String) -> Option<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keyring::KeyMaterial;
     use crate::testing::random_text;
 
     /// The characters of `s`, each a piece for [`random_text`].
     fn pieces(s: &str) -> Vec<String> {
         s.chars().map(String::from).collect()
     }
-    use crate::keyring::KeyMaterial;
 
     fn p() -> Pseudonymiser {
         Pseudonymiser::new(&KeyMaterial::new(1, vec![1; 32]).unwrap(), "t", "r")

@@ -56,11 +56,11 @@ pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
 /// Response streams (SSE) may idle for long; the upstream's own keep-alive
 /// bounds them, this only stops a stream that is truly dead.
+const RESPONSE_IDLE: Duration = Duration::from_secs(24 * 3600);
+
 /// Pass-through bodies up to this size (declared by Content-Length) are
 /// read whole before they are forwarded.
 const WHOLE_PASS_THROUGH: u64 = 64 * 1024;
-
-const RESPONSE_IDLE: Duration = Duration::from_secs(24 * 3600);
 
 /// The request handler. Cheap to clone: one per connection.
 #[derive(Clone)]
