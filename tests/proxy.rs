@@ -123,6 +123,15 @@ fn config(up_url: &str, upstream_extra: &str, limits: &str, routes: &str) -> Str
     )
 }
 
+/// POSTs [`event_json`] to `path` of `proxy`.
+async fn send_event(client: &HttpClient, proxy: &Proxy, path: &str) -> Reply {
+    send(
+        client,
+        post(&proxy.url(path), "application/json", full(event_json())),
+    )
+    .await
+}
+
 /// `/collect/` through the shipped audience-analytics rule file.
 fn audience_route() -> String {
     format!(
@@ -1664,15 +1673,7 @@ async fn pass_through_route_forwards_unchanged_and_only_where_declared() {
         "the upstream's host, not the client's"
     );
     // Beside it, a route with rules still rewrites.
-    let r = send(
-        &h1_client(),
-        post(
-            &proxy.url("/collect/e"),
-            "application/json",
-            full(event_json()),
-        ),
-    )
-    .await;
+    let r = send_event(&h1_client(), &proxy, "/collect/e").await;
     assert_eq!(r.status, StatusCode::CREATED);
     let reqs = up.requests();
     assert_eq!(reqs.len(), 2);
@@ -1758,11 +1759,7 @@ async fn upstream_connections_are_kept_and_one_the_upstream_closed_is_not_reused
         let client = h1_client();
         for i in 0..20 {
             let path = if i % 2 == 0 { "/pass/x" } else { "/collect/e" };
-            let r = send(
-                &client,
-                post(&proxy.url(path), "application/json", full(event_json())),
-            )
-            .await;
+            let r = send_event(&client, &proxy, path).await;
             assert_eq!(r.status, StatusCode::OK, "request {i}, close={close}");
             assert_eq!(r.body, b"{}");
             if close {
@@ -1796,16 +1793,7 @@ async fn pass_through_to(addr: std::net::SocketAddr, upstream_extra: &str) -> Pr
 
 /// `n` pass-through requests at once, each answered 200.
 async fn burst(client: &HttpClient, proxy: &Proxy, n: usize) {
-    let sends = (0..n).map(|_| {
-        send(
-            client,
-            post(
-                &proxy.url("/pass/x"),
-                "application/json",
-                full(event_json()),
-            ),
-        )
-    });
+    let sends = (0..n).map(|_| send_event(client, proxy, "/pass/x"));
     for r in futures_util::future::join_all(sends).await {
         assert_eq!(r.status, StatusCode::OK);
     }
@@ -1880,15 +1868,7 @@ async fn tls_upstream_connections_are_kept_for_http1_and_shared_for_h2() {
         burst(&client, &proxy, 1).await;
         for _ in 0..3 {
             burst(&client, &proxy, 1).await;
-            let r = send(
-                &client,
-                post(
-                    &proxy.url("/collect/t"),
-                    "application/json",
-                    full(event_json()),
-                ),
-            )
-            .await;
+            let r = send_event(&client, &proxy, "/collect/t").await;
             assert_eq!(r.status, StatusCode::OK, "{}", r.text());
         }
         let requests = up.requests();
@@ -2009,15 +1989,7 @@ async fn requests_an_h2_upstream_refused_unprocessed_go_again() {
     // Pass-through, with a Content-Length: GOAWAY, then again on a new
     // connection.
     let event = event_json();
-    let r = send(
-        &client,
-        post(
-            &proxy.url("/pass/x"),
-            "application/json",
-            full(event.clone()),
-        ),
-    )
-    .await;
+    let r = send_event(&client, &proxy, "/pass/x").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
     // Pseudonymised: REFUSED_STREAM, then again.
@@ -2171,17 +2143,13 @@ async fn an_upstream_connection_whose_response_was_cut_is_not_kept() {
     assert_eq!(res.status(), StatusCode::OK);
     drop(res);
     drop(client);
-    let r = send(
-        &h1_client(),
-        post(
-            &proxy.url("/pass/x"),
-            "application/json",
-            full(event_json()),
-        ),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.body, b"{}");
-    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    // The next requests go on a new connection, which is kept.
+    let client = h1_client();
+    for _ in 0..2 {
+        let r = send_event(&client, &proxy, "/pass/x").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.body, b"{}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
     proxy.stop().await;
 }
