@@ -21,7 +21,10 @@ use crate::engine::{Engine, EngineError, NdjsonStream, SseStream, Stats};
 /// Told the totals when a stream ends well.
 pub type StatsSink = Box<dyn FnOnce(&Stats) + Send>;
 
-/// Reads a whole body: 413 past `limit` bytes, 408 past `timeout`.
+/// Reads a whole body: 413 past `limit` bytes, 408 past `timeout`. Copied
+/// out, even when it came in one frame: hyper's frames share the
+/// connection's read buffer, which a body kept while its request waits on
+/// the upstream (pass-through) would hold on to.
 pub async fn collect<B>(body: B, limit: u64, timeout: Duration) -> Result<Vec<u8>, ProxyError>
 where
     B: Body<Data = Bytes> + Unpin,
