@@ -1846,6 +1846,133 @@ async fn kept_upstream_connections_close_after_the_idle_timeout_without_traffic(
     proxy.stop().await;
 }
 
+/// Past `max_connections` busy upstream connections, requests wait their
+/// turn: the upstream never has more at once, and every request is answered.
+#[tokio::test]
+async fn requests_past_max_connections_wait_for_a_busy_upstream_connection() {
+    let (addr, accepted, _) = counting_upstream(false, Duration::from_millis(150)).await;
+    let proxy = pass_through_to(addr, "max_connections = 2").await;
+    let started = Instant::now();
+    burst(&h1_client(), &proxy, 6).await;
+    // Six of 150 ms each, two at a time: three turns.
+    assert!(
+        started.elapsed() >= Duration::from_millis(450),
+        "six requests took {:?} on two connections",
+        started.elapsed()
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "connections opened");
+    proxy.stop().await;
+}
+
+/// A raw HTTP/1.1 upstream: its first answer's body comes
+/// in five chunks 200 ms apart, later answers whole. Returns its address and
+/// the number of requests it has read.
+async fn slow_first_body_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let seen = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                while read_request(&mut s).await.is_some() {
+                    if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                        let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+                        let _ = s.write_all(head.as_bytes()).await;
+                        for i in 0..5 {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            let _ = s.write_all(format!("1\r\n{i}\r\n").as_bytes()).await;
+                        }
+                        let _ = s.write_all(b"0\r\n\r\n").await;
+                    } else {
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+                        let _ = s.write_all(answer).await;
+                    }
+                }
+            });
+        }
+    });
+    (addr, requests)
+}
+
+/// Through `max_connections = 1` (and `upstream_extra`): the response to a
+/// first request, whose body takes a second, and to a second request sent
+/// once the first's head is back. Returns the first's body, the second's
+/// reply, and how many requests the upstream had read 500 ms in.
+async fn behind_a_slow_body(upstream_extra: &str) -> (Bytes, Reply, usize) {
+    let (addr, requests) = slow_first_body_upstream().await;
+    let extra = format!("max_connections = 1\n{upstream_extra}");
+    let proxy = pass_through_to(addr, &extra).await;
+    let client = h1_client();
+    let first = within(
+        "the head of the first response",
+        WAIT,
+        client.request(post(
+            &proxy.url("/pass/x"),
+            "application/json",
+            full(event_json()),
+        )),
+    )
+    .await
+    .expect("the first request reaches scrim");
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = tokio::spawn({
+        let client = client.clone();
+        let url = proxy.url("/pass/y");
+        async move { send(&client, post(&url, "application/json", full(event_json()))).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let midway = requests.load(Ordering::SeqCst);
+    let body = within("the first body", WAIT, first.into_body().collect())
+        .await
+        .expect("the first body arrives")
+        .to_bytes();
+    let second = within("the second response", WAIT, second).await.unwrap();
+    proxy.stop().await;
+    (body, second, midway)
+}
+
+/// A connection is busy until its response body has been read, so it holds
+/// its slot until then: the next request reaches the upstream only after.
+#[tokio::test]
+async fn an_upstream_connection_is_busy_until_its_response_body_ends() {
+    let (body, second, midway) = behind_a_slow_body("").await;
+    assert_eq!(midway, 1, "a second request went out during the first body");
+    assert_eq!(&body[..], b"01234");
+    assert_eq!(second.status, StatusCode::OK, "{}", second.text());
+}
+
+/// The wait for a connection counts against the response timeout: a request
+/// queued past it is answered 504; the one ahead of it, whose body keeps
+/// coming, is not cut.
+#[tokio::test]
+async fn waiting_for_an_upstream_connection_counts_against_the_response_timeout() {
+    let (body, second, midway) = behind_a_slow_body("response_timeout_ms = 600").await;
+    assert_eq!(midway, 1);
+    assert_eq!(&body[..], b"01234");
+    assert_eq!(
+        second.status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "{}",
+        second.text()
+    );
+}
+
+#[test]
+fn max_connections_of_zero_is_refused() {
+    let dir = tempdir();
+    let path = dir.path().join("scrim.toml");
+    let routes = "[[route]]\npath_prefix = \"/pass/\"\nupstream = \"up\"\npass_through = true\n";
+    let zero = config("http://127.0.0.1:9", "max_connections = 0", "", routes);
+    let e = scrim::config::load_str(&zero, &path).expect_err("no connection allowed");
+    assert!(e.to_string().contains("max_connections = 0"), "{e}");
+    assert!(e.to_string().contains("at least 1"), "{e}");
+    let one = config("http://127.0.0.1:9", "max_connections = 1", "", routes);
+    let c = scrim::config::load_str(&one, &path).expect("one connection");
+    assert_eq!(c.upstreams["up"].max_connections, 1);
+}
+
 /// Over TLS, scrim speaks what the upstream picks by ALPN and keeps the
 /// connection: HTTP/1.1 reuses kept connections, h2 shares one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

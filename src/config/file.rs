@@ -186,6 +186,12 @@ pub struct UpstreamSpec {
     /// come back (default 256; 0 keeps none). Past it the oldest is closed,
     /// so a burst does not leave hundreds open until they idle out.
     pub max_idle_connections: Option<usize>,
+    /// HTTP/1.1 connections open to this upstream at once, each carrying
+    /// one request until its response body is read (default 256). Past it
+    /// requests wait their turn, within the response timeout: scrim's
+    /// memory stays bounded however many clients send at once. An h2
+    /// upstream multiplexes one connection and is not capped here.
+    pub max_connections: Option<usize>,
     /// How long a kept connection may wait for its next request before
     /// scrim closes it; default 90000. Keep it below the upstream's own
     /// keep-alive timeout, so that scrim, not the upstream, closes first.

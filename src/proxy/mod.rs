@@ -50,6 +50,7 @@ use crate::telemetry::metrics::{Dropped, RouteMetrics};
 use body::{FailureSlot, LineTransform, StreamingBody};
 use encoding::Coding;
 pub use respond::ProxyError;
+use upstream::UpstreamBody;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
@@ -447,7 +448,7 @@ fn whole_body(b: Bytes) -> BoxBody {
 
 /// A response passed back unchanged but for hop-by-hop headers, its body
 /// cut if it stalls (see [`response_idle`]).
-fn passed_back(res: Response<Incoming>, response_timeout: Duration) -> Response<BoxBody> {
+fn passed_back(res: Response<UpstreamBody>, response_timeout: Duration) -> Response<BoxBody> {
     let (mut parts, body) = res.into_parts();
     let idle = response_idle(&parts.headers, response_timeout);
     headers::strip_hop_by_hop(&mut parts.headers, false);
@@ -463,7 +464,7 @@ async fn forward(
     progress: &body::Progress,
     failure: &FailureSlot,
     seen: &mut Seen,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<UpstreamBody>, ProxyError> {
     let timeout = route.cfg.upstream.response_timeout;
     let sent_at = Instant::now();
     // Boxed: the request's future is kilobytes, and held inline it would be

@@ -12,6 +12,13 @@
 //!   gets one multiplexed connection, shared by all requests; one that
 //!   picks http/1.1 gets kept connections, as in clear.
 //!
+//! An HTTP/1.1 connection carries one request at a time, until its
+//! response body has been read, and an upstream gets at most
+//! `max_connections` of them: a request past it waits for a slot, first
+//! come first served, within the response timeout. Every connection costs
+//! buffers and a task in scrim, so without the cap a thousand clients
+//! sending at once would open a thousand connections upstream.
+//!
 //! A request goes again, once, when the upstream cannot have processed it:
 //! a kept connection closed before it was sent, an h2 connection closed
 //! while it was queued, or an h2 upstream that refused its stream
@@ -19,15 +26,21 @@
 //! RFC 9113 section 8.7). The last two need the body again: only a body
 //! held whole in memory ([`Replay`]) can go twice.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 
 use http::{header, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{BoxBody, BoxError};
 use crate::config::UpstreamConfig;
@@ -138,6 +151,9 @@ struct PoolInner {
     /// Held while the shared connection is opened; when the last attempt
     /// failed.
     h2_connect: tokio::sync::Mutex<Option<Instant>>,
+    /// One permit per HTTP/1.1 connection that may be busy at once, held
+    /// by a request until its response body has been read.
+    slots: Arc<Semaphore>,
     /// Entries of `idle` at most.
     max_idle: usize,
     idle_timeout: Duration,
@@ -267,6 +283,7 @@ impl HttpClient {
             h2_opened: AtomicU64::new(0),
             speaks_h2: AtomicBool::new(false),
             h2_connect: tokio::sync::Mutex::new(None),
+            slots: Arc::new(Semaphore::new(cfg.max_connections)),
             max_idle: cfg.max_idle,
             idle_timeout: cfg.idle_timeout,
             idle: Mutex::new(Vec::new()),
@@ -282,7 +299,7 @@ impl HttpClient {
     }
 
     /// Sends `req` (absolute URI) and resolves to the response head.
-    pub async fn request(&self, req: Request<BoxBody>) -> Result<Response<Incoming>, BoxError> {
+    pub async fn request(&self, req: Request<BoxBody>) -> Result<Response<UpstreamBody>, BoxError> {
         // Only an upstream that picked h2 has a shared connection to look
         // for: the others never take its lock.
         if self.inner.speaks_h2.load(Ordering::Relaxed) {
@@ -291,9 +308,10 @@ impl HttpClient {
             }
             return match self.shared_h2().await? {
                 Ok(h2) => self.send_h2(h2, req).await,
-                Err(h1) => self.send_h1(h1, req).await,
+                Err(h1) => self.send_h1(h1, req, self.slot().await?).await,
             };
         }
+        let slot = self.slot().await?;
         let name = &self.inner.name;
         let req = match self.checkout() {
             None => req,
@@ -302,7 +320,7 @@ impl HttpClient {
                 match sender.try_send_request(self.origin_form(req)).await {
                     Ok(res) => {
                         self.give_back(sender);
-                        return Ok(res);
+                        return Ok(UpstreamBody::hold(res, Some(slot)));
                     }
                     // A kept connection the upstream closed before the
                     // request went out: the request was not sent, so it may
@@ -319,7 +337,7 @@ impl HttpClient {
             }
         };
         match self.connect().await? {
-            Fresh::H1(sender) => self.send_h1(sender, req).await,
+            Fresh::H1(sender) => self.send_h1(sender, req, slot).await,
             Fresh::H2(sender) => {
                 let h2 = self.keep_h2(sender);
                 self.send_h2(h2, req).await
@@ -327,14 +345,30 @@ impl HttpClient {
         }
     }
 
+    /// A slot for one more busy HTTP/1.1 connection, waited for when all
+    /// are taken.
+    async fn slot(&self) -> Result<OwnedSemaphorePermit, BoxError> {
+        if let Ok(slot) = self.inner.slots.clone().try_acquire_owned() {
+            return Ok(slot);
+        }
+        tracing::debug!(upstream = %self.inner.name, "all upstream connections are busy; waiting for one");
+        self.inner
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| BoxError::from("the upstream's connection slots were closed"))
+    }
+
     async fn send_h1(
         &self,
         mut sender: http1::SendRequest<BoxBody>,
         req: Request<BoxBody>,
-    ) -> Result<Response<Incoming>, BoxError> {
+        slot: OwnedSemaphorePermit,
+    ) -> Result<Response<UpstreamBody>, BoxError> {
         let res = sender.send_request(self.origin_form(req)).await?;
         self.give_back(sender);
-        Ok(res)
+        Ok(UpstreamBody::hold(res, Some(slot)))
     }
 
     /// Sends on the shared h2 connection; a request the upstream did not
@@ -343,10 +377,10 @@ impl HttpClient {
         &self,
         mut h2: Shared,
         req: Request<BoxBody>,
-    ) -> Result<Response<Incoming>, BoxError> {
+    ) -> Result<Response<UpstreamBody>, BoxError> {
         let again = Again::of(&req);
         let mut e = match h2.sender.try_send_request(req).await {
-            Ok(res) => return Ok(res),
+            Ok(res) => return Ok(UpstreamBody::hold(res, None)),
             Err(e) => e,
         };
         let (req, gone) = match (e.take_message(), again, refusal(e.error())) {
@@ -360,8 +394,8 @@ impl HttpClient {
             self.drop_h2(h2.id);
         }
         match self.shared_h2().await? {
-            Ok(mut h2) => Ok(h2.sender.send_request(req).await?),
-            Err(h1) => self.send_h1(h1, req).await,
+            Ok(mut h2) => Ok(UpstreamBody::hold(h2.sender.send_request(req).await?, None)),
+            Err(h1) => self.send_h1(h1, req, self.slot().await?).await,
         }
     }
 
@@ -528,6 +562,52 @@ impl HttpClient {
         } else {
             handshake_h1(io).await
         }
+    }
+}
+
+/// A response body from an upstream. On an HTTP/1.1 connection it holds
+/// the connection's slot (see [`HttpClient`]) until it has been read to the
+/// end, failed or been dropped: the connection is busy until then.
+pub struct UpstreamBody {
+    body: Incoming,
+    slot: Option<OwnedSemaphorePermit>,
+}
+
+impl UpstreamBody {
+    fn hold(res: Response<Incoming>, slot: Option<OwnedSemaphorePermit>) -> Response<Self> {
+        res.map(|body| {
+            let slot = slot.filter(|_| !body.is_end_stream());
+            UpstreamBody { body, slot }
+        })
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        let done = match &polled {
+            Poll::Ready(Some(Ok(_))) => self.body.is_end_stream(),
+            Poll::Ready(_) => true,
+            Poll::Pending => false,
+        };
+        if done {
+            self.slot = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
