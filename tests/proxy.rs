@@ -1861,6 +1861,13 @@ async fn requests_past_max_connections_wait_for_a_busy_upstream_connection() {
         started.elapsed()
     );
     assert_eq!(accepted.load(Ordering::SeqCst), 2, "connections opened");
+    // Each of the four past the first two waited at least once.
+    let m = proxy.metrics();
+    let waits = m
+        .lines()
+        .find_map(|l| l.strip_prefix("scrim_upstream_waits_total{upstream=\"up\"} "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert_eq!(waits, Some(4), "{m}");
     proxy.stop().await;
 }
 

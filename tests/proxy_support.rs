@@ -358,6 +358,12 @@ impl Proxy {
         format!("http://{}{}", self.addr, path_and_query)
     }
 
+    /// The Prometheus text of scrim's metrics, as `/metrics` serves it.
+    pub fn metrics(&self) -> String {
+        let running = self.running.as_ref().expect("scrim is running");
+        running.runtime.metrics.render()
+    }
+
     /// Stops scrim; fails if it does not stop within [`WAIT`].
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {

@@ -39,6 +39,7 @@ use http::{header, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use prometheus_client::metrics::counter::Counter;
 use rustls::pki_types::ServerName;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -59,13 +60,15 @@ pub enum UpstreamError {
     NoCertificates { name: String, path: String },
 }
 
-pub fn client(cfg: &UpstreamConfig) -> Result<HttpClient, UpstreamError> {
+/// The client of one upstream; `waits` counts the requests that waited for
+/// one of its connections.
+pub fn client(cfg: &UpstreamConfig, waits: Counter) -> Result<HttpClient, UpstreamError> {
     let tls = if cfg.scheme == http::uri::Scheme::HTTP {
         None
     } else {
         Some(tls(cfg)?)
     };
-    Ok(HttpClient::new(cfg, tls))
+    Ok(HttpClient::new(cfg, tls, waits))
 }
 
 /// The TLS side of an `https://` upstream.
@@ -154,6 +157,7 @@ struct PoolInner {
     /// One permit per HTTP/1.1 connection that may be busy at once, held
     /// by a request until its response body has been read.
     slots: Arc<Semaphore>,
+    waits: Counter,
     /// Entries of `idle` at most.
     max_idle: usize,
     idle_timeout: Duration,
@@ -269,7 +273,7 @@ enum Fresh {
 }
 
 impl HttpClient {
-    fn new(cfg: &UpstreamConfig, tls: Option<Tls>) -> Self {
+    fn new(cfg: &UpstreamConfig, tls: Option<Tls>, waits: Counter) -> Self {
         let default_port = if tls.is_some() { 443 } else { 80 };
         let port = cfg.authority.port_u16().unwrap_or(default_port);
         let inner = Arc::new(PoolInner {
@@ -284,6 +288,7 @@ impl HttpClient {
             speaks_h2: AtomicBool::new(false),
             h2_connect: tokio::sync::Mutex::new(None),
             slots: Arc::new(Semaphore::new(cfg.max_connections)),
+            waits,
             max_idle: cfg.max_idle,
             idle_timeout: cfg.idle_timeout,
             idle: Mutex::new(Vec::new()),
@@ -351,6 +356,7 @@ impl HttpClient {
         if let Ok(slot) = self.inner.slots.clone().try_acquire_owned() {
             return Ok(slot);
         }
+        self.inner.waits.inc();
         tracing::debug!(upstream = %self.inner.name, "all upstream connections are busy; waiting for one");
         self.inner
             .slots

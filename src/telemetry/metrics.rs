@@ -14,6 +14,7 @@
 //! | `scrim_leaks_scrubbed_total` | | values the leak guard scrubbed after the rules |
 //! | `scrim_upstream_duration_seconds` | route | histogram: request sent to response head |
 //! | `scrim_added_duration_seconds` | route | histogram: scrim's own time on a forwarded request |
+//! | `scrim_upstream_waits_total` | upstream | requests that waited for a connection, all `max_connections` being busy |
 //! | `scrim_key_version` | | the active key version |
 //! | `scrim_reloads_total` | outcome | reloads (SIGHUP, admin API): ok or refused |
 
@@ -38,6 +39,11 @@ struct RouteStatus {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabel {
     route: Arc<String>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabel {
+    upstream: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -99,6 +105,7 @@ pub struct Metrics {
     leaks_scrubbed: Counter,
     upstream: HistogramFamily<RouteLabel>,
     added: HistogramFamily<RouteLabel>,
+    upstream_waits: Family<UpstreamLabel, Counter>,
     key_version: Gauge,
     reloads: Family<OutcomeLabel, Counter>,
 }
@@ -126,6 +133,7 @@ impl Metrics {
         let leaks_scrubbed = Counter::default();
         let upstream = HistogramFamily::new_with_constructor(latency_histogram as fn() -> _);
         let added = HistogramFamily::new_with_constructor(latency_histogram as fn() -> _);
+        let upstream_waits = Family::<UpstreamLabel, Counter>::default();
         let key_version = Gauge::default();
         let reloads = Family::<OutcomeLabel, Counter>::default();
         registry.register("requests", "Requests answered", requests.clone());
@@ -160,6 +168,11 @@ impl Metrics {
             "Time scrim itself spent on a forwarded request",
             added.clone(),
         );
+        registry.register(
+            "upstream_waits",
+            "Requests that waited for an upstream connection, all max_connections being busy",
+            upstream_waits.clone(),
+        );
         registry.register("key_version", "The active key version", key_version.clone());
         registry.register("reloads", "Reloads by outcome", reloads.clone());
         // Every reason and outcome shows from the start at 0, so a rate()
@@ -185,6 +198,7 @@ impl Metrics {
             leaks_scrubbed,
             upstream,
             added,
+            upstream_waits,
             key_version,
             reloads,
         }
@@ -255,6 +269,14 @@ impl Metrics {
             "withheld_objection": self.dropped_count(Dropped::Objection),
             "leaks_scrubbed": self.leaks_scrubbed.get(),
             "leaks_refused": self.dropped_count(Dropped::LeakGuard),
+        })
+    }
+
+    /// The count of requests that waited for a connection to `upstream`
+    /// (shown from the start, at 0).
+    pub fn upstream_waits(&self, upstream: &str) -> Counter {
+        self.upstream_waits.get_or_create_owned(&UpstreamLabel {
+            upstream: upstream.to_owned(),
         })
     }
 
