@@ -54,7 +54,7 @@ pub(crate) fn walk(cx: &mut Ctx<'_>, input: &[u8], out: &mut String) -> Result<(
                 Ok(Some(Produced::Text(t))) => {
                     let shown = cx.scrub_key(&key);
                     let mut found = 0;
-                    let none = Vec::new();
+                    let none = Default::default();
                     let guarded = crate::privacy::guard::text(
                         &t,
                         cx.seen.as_ref().unwrap_or(&none),

@@ -198,7 +198,7 @@ impl<'e> Ctx<'e> {
                 }
                 if let (Some(seen), true) = (self.seen.as_mut(), ok) {
                     if matches!(spec.kind, Kind::Email | Kind::Name | Kind::Id | Kind::Phone) {
-                        seen.push((text.clone().into_owned(), token.clone()));
+                        seen.push(&text, &token);
                     }
                 }
                 if spec.bridge {

@@ -210,7 +210,7 @@ impl Engine {
             bridge: None,
             objections: self.objections.as_deref(),
             objected: false,
-            seen: (self.guard != crate::privacy::guard::LeakMode::Off).then(Vec::new),
+            seen: (self.guard != crate::privacy::guard::LeakMode::Off).then(Default::default),
             guard: self.guard,
             limits: &self.limits,
             // Only sets past the determinised ones go here: rarely used.
@@ -342,15 +342,21 @@ impl Engine {
         stats: &mut Stats,
     ) -> Result<std::borrow::Cow<'t, str>, EngineError> {
         let mut found = 0;
-        let out = crate::privacy::guard::text(t, &Vec::new(), self.guard, &self.pseudo, &mut found)
-            .map_err(|_| {
-                EngineError::at(
-                    0,
-                    Reason::Leak {
-                        path: "value".into(),
-                    },
-                )
-            })?;
+        let out = crate::privacy::guard::text(
+            t,
+            &Default::default(),
+            self.guard,
+            &self.pseudo,
+            &mut found,
+        )
+        .map_err(|_| {
+            EngineError::at(
+                0,
+                Reason::Leak {
+                    path: "value".into(),
+                },
+            )
+        })?;
         stats.leaks_scrubbed += u64::from(found);
         Ok(out)
     }

@@ -42,8 +42,29 @@ static FINDER: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(crate::engine::scrub::address_patterns!()).expect("the leak pattern is valid")
 });
 
-/// A raw identifier and the pseudonym the rules gave it in this event.
-pub type Seen = Vec<(String, String)>;
+/// The identifiers the rules pseudonymised in this event, each with its
+/// pseudonym. Kept lower-cased, as the guard compares them, and only those
+/// it can look for: lower-cased once here rather than at every scan.
+#[derive(Debug, Default, Clone)]
+pub struct Seen(Vec<(String, String)>);
+
+impl Seen {
+    pub fn push(&mut self, raw: &str, token: &str) {
+        if usable(raw) {
+            self.0.push((raw.to_lowercase(), token.to_owned()));
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &str)> + Clone {
+        self.0
+            .iter()
+            .map(|(raw, token)| (raw.as_str(), token.as_str()))
+    }
+}
 
 /// Characters that could make a raw value match across JSON syntax.
 fn usable(raw: &str) -> bool {
@@ -129,22 +150,18 @@ fn own_identifiers<'t>(
     mode: LeakMode,
     found: &mut u32,
 ) -> Result<Cow<'t, str>, Finding> {
-    let own: Vec<(String, &str)> = seen
-        .iter()
-        .filter(|(raw, _)| usable(raw))
-        .map(|(raw, token)| (raw.to_lowercase(), token.as_str()))
-        .collect();
-    if own.is_empty() {
+    if seen.is_empty() {
         return Ok(Cow::Borrowed(t));
     }
+    let own = seen.iter();
     // ASCII identifiers are compared by ASCII letters: what Unicode's
     // mapping adds (a Kelvin sign for a `k`) is no way a name or an email
     // is written back into a message.
-    let unicode = own.iter().any(|(raw, _)| !raw.is_ascii()) && has_non_ascii_case(t);
+    let unicode = own.clone().any(|(raw, _)| !raw.is_ascii()) && has_non_ascii_case(t);
     let holds = |text: &str| {
         if unicode {
             let hay = text.to_lowercase();
-            own.iter()
+            own.clone()
                 .any(|(raw, _)| memchr::memmem::find(hay.as_bytes(), raw.as_bytes()).is_some())
         } else {
             // Comparing at each place of the rarest byte costs up to the
@@ -152,7 +169,7 @@ fn own_identifiers<'t>(
             // identifier and a text both made of one letter would be
             // quadratic), a search of the lower-cased text, which is linear.
             let mut lower: Option<Vec<u8>> = None;
-            own.iter().any(|(raw, _)| {
+            own.clone().any(|(raw, _)| {
                 if raw.len() <= SHORT_NEEDLE {
                     contains_ascii_ci(text.as_bytes(), raw.as_bytes())
                 } else {
@@ -170,9 +187,9 @@ fn own_identifiers<'t>(
     }
     let ac = AhoCorasick::builder()
         .ascii_case_insensitive(true)
-        .build(own.iter().map(|(raw, _)| raw.as_str()))
+        .build(own.clone().map(|(raw, _)| raw))
         .expect("literal patterns build");
-    let tokens: Vec<&str> = own.iter().map(|(_, token)| *token).collect();
+    let tokens: Vec<&str> = own.clone().map(|(_, token)| token).collect();
     *found += ac.find_iter(t).count() as u32;
     let replaced = ac.replace_all(t, &tokens);
     if unicode && holds(&replaced) {
@@ -446,7 +463,7 @@ mod tests {
         );
         let mut bytes = doc.clone().into_bytes();
         let mut n = 0;
-        json(&mut bytes, 0, &vec![], LeakMode::Scrub, &p, &mut n).unwrap();
+        json(&mut bytes, 0, &Seen::default(), LeakMode::Scrub, &p, &mut n).unwrap();
         assert_eq!(n, 0);
         assert_eq!(bytes, doc.into_bytes());
     }
@@ -454,7 +471,8 @@ mod tests {
     #[test]
     fn own_identifiers_and_stray_emails_are_scrubbed_or_refused() {
         let p = p();
-        let seen: Seen = vec![("José Núñez".into(), "Participant k1_abc".into())];
+        let mut seen = Seen::default();
+        seen.push("José Núñez", "Participant k1_abc");
         let doc = r#"{"name":"Participant k1_abc","msg":"josé núñez here, mail jose@example.es from 198.51.100.7"}"#;
         let mut bytes = doc.as_bytes().to_vec();
         let mut n = 0;
@@ -619,10 +637,9 @@ mod tests {
     fn own_identifiers_are_found_in_any_case() {
         let p = p();
         let email = p.email("ann@example.org", &Default::default());
-        let seen: Seen = vec![
-            ("Søren Ødegård".into(), "Participant k1_a".into()),
-            ("Ann@Example.org".into(), email.clone()),
-        ];
+        let mut seen = Seen::default();
+        seen.push("Søren Ødegård", "Participant k1_a");
+        seen.push("Ann@Example.org", &email);
         let mut n = 0;
         let out = text(
             "hi søren ødegård, ANN@EXAMPLE.ORG",
@@ -645,7 +662,8 @@ mod tests {
         // An identifier past SHORT_NEEDLE bytes takes the other search.
         let long = "Anna-Katharina ".repeat(6);
         assert!(long.len() > SHORT_NEEDLE);
-        let seen: Seen = vec![(long.clone(), "k1_long".into())];
+        let mut seen = Seen::default();
+        seen.push(&long, "k1_long");
         let shouted = format!("it was {}!", long.to_uppercase());
         for (t, leaks) in [(shouted.as_str(), true), ("anna-katharina", false)] {
             let r = text(t, &seen, LeakMode::Refuse, &p, &mut 0);
