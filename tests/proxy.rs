@@ -1871,10 +1871,12 @@ async fn requests_past_max_connections_wait_for_a_busy_upstream_connection() {
     proxy.stop().await;
 }
 
-/// A raw HTTP/1.1 upstream: its first answer's body comes
-/// in five chunks 200 ms apart, later answers whole. Returns its address and
-/// the number of requests it has read.
-async fn slow_first_body_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+/// A raw HTTP/1.1 upstream: its first answer, of `content_type`, has a body
+/// that comes in five chunks 200 ms apart; later answers are whole. Returns
+/// its address and the number of requests it has read.
+async fn slow_first_body_upstream(
+    content_type: &'static str,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let requests = Arc::new(AtomicUsize::new(0));
@@ -1885,7 +1887,10 @@ async fn slow_first_body_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) 
             tokio::spawn(async move {
                 while read_request(&mut s).await.is_some() {
                     if seen.fetch_add(1, Ordering::SeqCst) == 0 {
-                        let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\n\
+                             transfer-encoding: chunked\r\n\r\n"
+                        );
                         let _ = s.write_all(head.as_bytes()).await;
                         for i in 0..5 {
                             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1904,11 +1909,15 @@ async fn slow_first_body_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) 
 }
 
 /// Through `max_connections = 1` (and `upstream_extra`): the response to a
-/// first request, whose body takes a second, and to a second request sent
-/// once the first's head is back. Returns the first's body, the second's
-/// reply, and how many requests the upstream had read 500 ms in.
-async fn behind_a_slow_body(upstream_extra: &str) -> (Bytes, Reply, usize) {
-    let (addr, requests) = slow_first_body_upstream().await;
+/// first request, whose body (of `content_type`) takes a second, and to a
+/// second request sent once the first's head is back. Returns the first's
+/// body, the second's reply, and how many requests the upstream had read
+/// 500 ms in.
+async fn behind_a_slow_body(
+    content_type: &'static str,
+    upstream_extra: &str,
+) -> (Bytes, Reply, usize) {
+    let (addr, requests) = slow_first_body_upstream(content_type).await;
     let extra = format!("max_connections = 1\n{upstream_extra}");
     let proxy = pass_through_to(addr, &extra).await;
     let client = h1_client();
@@ -1944,8 +1953,18 @@ async fn behind_a_slow_body(upstream_extra: &str) -> (Bytes, Reply, usize) {
 /// its slot until then: the next request reaches the upstream only after.
 #[tokio::test]
 async fn an_upstream_connection_is_busy_until_its_response_body_ends() {
-    let (body, second, midway) = behind_a_slow_body("").await;
+    let (body, second, midway) = behind_a_slow_body("application/json", "").await;
     assert_eq!(midway, 1, "a second request went out during the first body");
+    assert_eq!(&body[..], b"01234");
+    assert_eq!(second.status, StatusCode::OK, "{}", second.text());
+}
+
+/// An event stream lasts as long as its client listens: it gives its slot
+/// back with its head, so other requests do not wait for it to end.
+#[tokio::test]
+async fn an_upstream_event_stream_does_not_hold_a_connection_slot() {
+    let (body, second, midway) = behind_a_slow_body("text/event-stream", "").await;
+    assert_eq!(midway, 2, "the second request waited for the stream to end");
     assert_eq!(&body[..], b"01234");
     assert_eq!(second.status, StatusCode::OK, "{}", second.text());
 }
@@ -1955,7 +1974,8 @@ async fn an_upstream_connection_is_busy_until_its_response_body_ends() {
 /// coming, is not cut.
 #[tokio::test]
 async fn waiting_for_an_upstream_connection_counts_against_the_response_timeout() {
-    let (body, second, midway) = behind_a_slow_body("response_timeout_ms = 600").await;
+    let (body, second, midway) =
+        behind_a_slow_body("application/json", "response_timeout_ms = 600").await;
     assert_eq!(midway, 1);
     assert_eq!(&body[..], b"01234");
     assert_eq!(

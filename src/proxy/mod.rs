@@ -533,7 +533,7 @@ fn refused(e: crate::engine::EngineError) -> ProxyError {
 
 /// The media type without parameters, lower-cased (copied only when it
 /// was not lower case already).
-fn essence(v: Option<&HeaderValue>) -> Option<std::borrow::Cow<'_, str>> {
+pub(crate) fn essence(v: Option<&HeaderValue>) -> Option<std::borrow::Cow<'_, str>> {
     let v = v?.to_str().ok()?;
     let t = v.split(';').next().unwrap_or("").trim();
     Some(if t.bytes().any(|b| b.is_ascii_uppercase()) {

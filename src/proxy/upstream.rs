@@ -17,7 +17,11 @@
 //! `max_connections` of them: a request past it waits for a slot, first
 //! come first served, within the response timeout. Every connection costs
 //! buffers and a task in scrim, so without the cap a thousand clients
-//! sending at once would open a thousand connections upstream.
+//! sending at once would open a thousand connections upstream. An event
+//! stream (`text/event-stream`) gives its slot back once its head is in:
+//! it lasts as long as its client listens, and a cap on exchanges must not
+//! make the 257th viewer of a live stream wait for the first to leave (the
+//! client connection limit, `[limits] max_connections`, bounds streams).
 //!
 //! A request goes again, once, when the upstream cannot have processed it:
 //! a kept connection closed before it was sent, an h2 connection closed
@@ -581,8 +585,10 @@ pub struct UpstreamBody {
 
 impl UpstreamBody {
     fn hold(res: Response<Incoming>, slot: Option<OwnedSemaphorePermit>) -> Response<Self> {
+        let stream = super::essence(res.headers().get(header::CONTENT_TYPE)).as_deref()
+            == Some("text/event-stream");
         res.map(|body| {
-            let slot = slot.filter(|_| !body.is_end_stream());
+            let slot = slot.filter(|_| !body.is_end_stream() && !stream);
             UpstreamBody { body, slot }
         })
     }
