@@ -227,17 +227,16 @@ impl Pseudonymiser {
     /// [`email`](Self::email), appending to `out`.
     #[inline]
     pub(crate) fn email_into(&self, raw: &str, spec: &EmailSpec, out: &mut String) {
-        // A short ASCII address is lower-cased on the stack: what
-        // `normalize::email` does for it, without allocating.
+        // A short address in ASCII and Latin-1 letters is lower-cased on the
+        // stack: what `normalize::email` does for it, without allocating.
         let mut buf = [0u8; 128];
         let trimmed = raw.trim();
-        let norm = if !spec.strip_plus_tag && trimmed.len() <= buf.len() && trimmed.is_ascii() {
-            let lower = &mut buf[..trimmed.len()];
-            lower.copy_from_slice(trimmed.as_bytes());
-            lower.make_ascii_lowercase();
-            std::borrow::Cow::Borrowed(std::str::from_utf8(lower).expect("ASCII is UTF-8"))
-        } else {
-            normalize::email(raw, spec.strip_plus_tag)
+        let short = (!spec.strip_plus_tag && trimmed.len() <= buf.len())
+            .then(|| normalize::latin1_lower_into(trimmed, &mut buf))
+            .flatten();
+        let norm = match short {
+            Some(lower) => std::borrow::Cow::Borrowed(lower),
+            None => normalize::email(raw, spec.strip_plus_tag),
         };
         self.push_token(out, Kind::Email, &norm);
         out.push('@');
@@ -496,6 +495,9 @@ mod tests {
             " Anna.Schmidt+Webinars@Example.COM ",
             "a@b.dk",
             "Søren@X.dk",
+            "ØDEGÅRD.Æble@Ærø.DK",
+            "×÷ßÞþÿ@Ý.dk",
+            "ªÀ@x.dk",
             "ＡＢ@x.dk",
             "no-at-sign",
             "\u{a0}Z@Y.io\u{2003}",

@@ -119,18 +119,45 @@ fn nfkc_lower(s: &str) -> Cow<'_, str> {
 /// follows), and each capital is its small letter less 0x20, so neither
 /// the normalisation check nor Unicode's case tables are needed.
 fn latin1_lower(s: &str) -> Option<String> {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\0'..='\x7f' => out.push(c.to_ascii_lowercase()),
-            '\u{c0}'..='\u{de}' if c != '\u{d7}' => {
-                out.push(char::from_u32(c as u32 + 0x20).expect("a Latin-1 small letter"));
+    let mut out = vec![0; s.len()];
+    latin1_lower_into(s, &mut out)?;
+    Some(String::from_utf8(out).expect("lower-casing Latin-1 keeps UTF-8 valid"))
+}
+
+/// [`latin1_lower`] written over `out[..s.len()]` (which must be that
+/// long), for a caller with a buffer on the stack. On the bytes: U+00C0 to
+/// U+00FF are `C3 80` to `C3 BF` in UTF-8, and a capital's small letter is
+/// its second byte plus 0x20 (still a continuation byte).
+pub(crate) fn latin1_lower_into<'o>(s: &str, out: &'o mut [u8]) -> Option<&'o str> {
+    let b = s.as_bytes();
+    let out = &mut out[..b.len()];
+    if s.is_ascii() {
+        out.copy_from_slice(b);
+        out.make_ascii_lowercase();
+        return std::str::from_utf8(out).ok();
+    }
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            c @ 0..=0x7f => {
+                out[i] = c.to_ascii_lowercase();
+                i += 1;
             }
-            '\u{c0}'..='\u{ff}' => out.push(c),
+            0xc3 => {
+                // A lead byte is followed by its continuation in valid UTF-8.
+                let c = b[i + 1];
+                out[i] = 0xc3;
+                out[i + 1] = if (0x80..=0x9e).contains(&c) && c != 0x97 {
+                    c + 0x20
+                } else {
+                    c
+                };
+                i += 2;
+            }
             _ => return None,
         }
     }
-    Some(out)
+    std::str::from_utf8(out).ok()
 }
 
 #[cfg(test)]
