@@ -1910,12 +1910,13 @@ async fn slow_first_body_upstream(
 
 /// Through `max_connections = 1` (and `upstream_extra`): the response to a
 /// first request, whose body (of `content_type`) takes a second, and to a
-/// second request sent once the first's head is back. Returns the first's
-/// body, the second's reply, and how many requests the upstream had read
-/// 500 ms in.
+/// second request sent once the first's head is back, its body whole or
+/// `streamed` (chunked). Returns the first's body, the second's reply, and
+/// how many requests the upstream had read 500 ms in.
 async fn behind_a_slow_body(
     content_type: &'static str,
     upstream_extra: &str,
+    streamed: bool,
 ) -> (Bytes, Reply, usize) {
     let (addr, requests) = slow_first_body_upstream(content_type).await;
     let extra = format!("max_connections = 1\n{upstream_extra}");
@@ -1936,7 +1937,16 @@ async fn behind_a_slow_body(
     let second = tokio::spawn({
         let client = client.clone();
         let url = proxy.url("/pass/y");
-        async move { send(&client, post(&url, "application/json", full(event_json()))).await }
+        let body = if streamed {
+            let event = event_json();
+            let half = event.len() / 2;
+            let chunks = [event[..half].to_owned(), event[half..].to_owned()]
+                .map(|c| Ok::<_, BoxError>(Frame::data(Bytes::from(c))));
+            StreamBody::new(futures_util::stream::iter(chunks)).boxed_unsync()
+        } else {
+            full(event_json())
+        };
+        async move { send(&client, post(&url, "application/json", body)).await }
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     let midway = requests.load(Ordering::SeqCst);
@@ -1953,7 +1963,7 @@ async fn behind_a_slow_body(
 /// its slot until then: the next request reaches the upstream only after.
 #[tokio::test]
 async fn an_upstream_connection_is_busy_until_its_response_body_ends() {
-    let (body, second, midway) = behind_a_slow_body("application/json", "").await;
+    let (body, second, midway) = behind_a_slow_body("application/json", "", false).await;
     assert_eq!(midway, 1, "a second request went out during the first body");
     assert_eq!(&body[..], b"01234");
     assert_eq!(second.status, StatusCode::OK, "{}", second.text());
@@ -1963,8 +1973,19 @@ async fn an_upstream_connection_is_busy_until_its_response_body_ends() {
 /// back with its head, so other requests do not wait for it to end.
 #[tokio::test]
 async fn an_upstream_event_stream_does_not_hold_a_connection_slot() {
-    let (body, second, midway) = behind_a_slow_body("text/event-stream", "").await;
+    let (body, second, midway) = behind_a_slow_body("text/event-stream", "", false).await;
     assert_eq!(midway, 2, "the second request waited for the stream to end");
+    assert_eq!(&body[..], b"01234");
+    assert_eq!(second.status, StatusCode::OK, "{}", second.text());
+}
+
+/// A request whose body still streams from its client holds no slot: a
+/// client that trickles its upload must not hold back every other request to
+/// the upstream (a whole body is read before its request takes a slot).
+#[tokio::test]
+async fn a_request_whose_body_streams_does_not_wait_for_a_connection_slot() {
+    let (body, second, midway) = behind_a_slow_body("application/json", "", true).await;
+    assert_eq!(midway, 2, "the streamed request waited for a slot");
     assert_eq!(&body[..], b"01234");
     assert_eq!(second.status, StatusCode::OK, "{}", second.text());
 }
@@ -1975,7 +1996,7 @@ async fn an_upstream_event_stream_does_not_hold_a_connection_slot() {
 #[tokio::test]
 async fn waiting_for_an_upstream_connection_counts_against_the_response_timeout() {
     let (body, second, midway) =
-        behind_a_slow_body("application/json", "response_timeout_ms = 600").await;
+        behind_a_slow_body("application/json", "response_timeout_ms = 600", false).await;
     assert_eq!(midway, 1);
     assert_eq!(&body[..], b"01234");
     assert_eq!(

@@ -189,8 +189,10 @@ pub struct UpstreamSpec {
     /// HTTP/1.1 connections open to this upstream at once, each carrying
     /// one request until its response body is read (default 256). Past it
     /// requests wait their turn, within the response timeout: scrim's
-    /// memory stays bounded however many clients send at once. An h2
-    /// upstream multiplexes one connection and is not capped here.
+    /// memory stays bounded however many clients send at once. Event
+    /// streams and request bodies that stream from their client take no
+    /// slot (they last as long as their client wants). An h2 upstream
+    /// multiplexes one connection and is not capped here.
     pub max_connections: Option<usize>,
     /// How long a kept connection may wait for its next request before
     /// scrim closes it; default 90000. Keep it below the upstream's own

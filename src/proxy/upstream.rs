@@ -22,6 +22,10 @@
 //! it lasts as long as its client listens, and a cap on exchanges must not
 //! make the 257th viewer of a live stream wait for the first to leave (the
 //! client connection limit, `[limits] max_connections`, bounds streams).
+//! Likewise a request whose body still streams from its client takes no
+//! slot: a slow upload would hold one for as long as its client trickles,
+//! and a few hundred such clients would hold back every other request.
+//! Bodies read whole first (the usual case) take one once they are read.
 //!
 //! A request goes again, once, when the upstream cannot have processed it:
 //! a kept connection closed before it was sent, an h2 connection closed
@@ -317,10 +321,13 @@ impl HttpClient {
             }
             return match self.shared_h2().await? {
                 Ok(h2) => self.send_h2(h2, req).await,
-                Err(h1) => self.send_h1(h1, req, self.slot().await?).await,
+                Err(h1) => {
+                    let slot = self.slot_for(&req).await?;
+                    self.send_h1(h1, req, slot).await
+                }
             };
         }
-        let slot = self.slot().await?;
+        let slot = self.slot_for(&req).await?;
         let name = &self.inner.name;
         let req = match self.checkout() {
             None => req,
@@ -329,7 +336,7 @@ impl HttpClient {
                 match sender.try_send_request(self.origin_form(req)).await {
                     Ok(res) => {
                         self.give_back(sender);
-                        return Ok(UpstreamBody::hold(res, Some(slot)));
+                        return Ok(UpstreamBody::hold(res, slot));
                     }
                     // A kept connection the upstream closed before the
                     // request went out: the request was not sent, so it may
@@ -354,6 +361,24 @@ impl HttpClient {
         }
     }
 
+    /// The slot `req` needs, if any (see [`HttpClient`]): none while its
+    /// body streams from its client.
+    fn slot_for(
+        &self,
+        req: &Request<BoxBody>,
+    ) -> impl std::future::Future<Output = Result<Option<OwnedSemaphorePermit>, BoxError>> + Send + '_
+    {
+        // Decided before the wait: a body is not `Sync`, so the future may
+        // not hold a reference to the request across it.
+        let streams = !req.body().is_end_stream() && req.extensions().get::<Replay>().is_none();
+        async move {
+            if streams {
+                return Ok(None);
+            }
+            self.slot().await.map(Some)
+        }
+    }
+
     /// A slot for one more busy HTTP/1.1 connection, waited for when all
     /// are taken.
     async fn slot(&self) -> Result<OwnedSemaphorePermit, BoxError> {
@@ -374,11 +399,11 @@ impl HttpClient {
         &self,
         mut sender: http1::SendRequest<BoxBody>,
         req: Request<BoxBody>,
-        slot: OwnedSemaphorePermit,
+        slot: Option<OwnedSemaphorePermit>,
     ) -> Result<Response<UpstreamBody>, BoxError> {
         let res = sender.send_request(self.origin_form(req)).await?;
         self.give_back(sender);
-        Ok(UpstreamBody::hold(res, Some(slot)))
+        Ok(UpstreamBody::hold(res, slot))
     }
 
     /// Sends on the shared h2 connection; a request the upstream did not
@@ -405,7 +430,10 @@ impl HttpClient {
         }
         match self.shared_h2().await? {
             Ok(mut h2) => Ok(UpstreamBody::hold(h2.sender.send_request(req).await?, None)),
-            Err(h1) => self.send_h1(h1, req, self.slot().await?).await,
+            Err(h1) => {
+                let slot = self.slot_for(&req).await?;
+                self.send_h1(h1, req, slot).await
+            }
         }
     }
 
