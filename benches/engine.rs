@@ -30,26 +30,32 @@
 //! which is what the tables below give: on this machine criterion means
 //! moved by up to 2x between runs while other builds and tests ran beside.
 //!
-//! ## Round 5 (2026-11-29, 9b6add1 against 1876093)
+//! ## Round 5 (2026-11-29, 36fc624 against 6805671)
 //!
 //! Short emails in ASCII and Latin-1 letters are lower-cased on the stack
-//! (`normalize::latin1_lower_into`) instead of into a new string. Best of
-//! 25 interleaved rounds, the two bench binaries in turn, three times:
+//! (`normalize::latin1_lower_into`) instead of into a new string, and the
+//! leak guard keeps its identifiers lower-cased as they are seen (1876093).
+//! Best of 25 interleaved rounds; "before" is the bench binary of 6805671
+//! (engine and guard as at fa02037), the two run in turn:
 //!
 //! | hmac, ns per field | before | after |
 //! |---|---|---|
-//! | `email_unicode` | 249, 249, 254 | 223, 228, 228 |
-//! | `email_ascii` | 200, 199, 200 | 199, 201, 202 |
+//! | `email_unicode`, four runs each | 249, 249, 254, 252 | 223, 228, 228, 229 |
+//! | `email_ascii` | 198-200 | 199-203 |
 //!
-//! In the same runs the engine was 0.96 of the round trip (6.16 against
-//! 5.91 µs/event), the walk alone 2.29 and the engine with the leak guard
-//! 0.61. **1.5x is still not met.** What stands in the way, from perf on
-//! `webinar_batch/scrim_engine`: serde_json's parser is about a third of
-//! the engine's time (2 µs of 6), SHA-256 a tenth; the rest is spread over
-//! the automaton, output, the URL, the detector regex and normalisation, no
-//! item above 5%. A faster parser behind serde (sonic-rs's serde
-//! deserializer measures about 1.15x serde_json's `from_str` in its own
-//! benchmarks) would not close the gap.
+//! | webinar_batch, one quiet run each | before | after |
+//! |---|---|---|
+//! | engine / round trip | 0.98 (6.19 µs/event) | 0.96 (6.13 µs/event) |
+//! | walk only / round trip | 2.31 | 2.21 |
+//! | engine with the leak guard / round trip | 0.63 | 0.61 |
+//!
+//! The engine is unchanged within the noise. **1.5x is still not met.**
+//! What stands in the way, from perf on `webinar_batch/scrim_engine`:
+//! serde_json's parser is about a third of the engine's time (2 µs of 6),
+//! SHA-256 a tenth; the rest is spread over the automaton, output, the URL,
+//! the detector regex and normalisation, no item above 5%. A faster parser
+//! behind serde would not close the gap: sonic-rs's own benchmarks put its
+//! serde deserializer at about 1.15x serde_json's `from_str`.
 //!
 //! ## Round 4 (2026-11-29, 21b9551 against 8f59991)
 //!
