@@ -50,10 +50,7 @@ impl Snapshot {
     ) -> Result<Self, SnapshotError> {
         let mut clients: HashMap<&str, HttpClient> = HashMap::new();
         for (name, u) in &cfg.upstreams {
-            clients.insert(
-                name.as_str(),
-                upstream::client(u, metrics.upstream_waits(name))?,
-            );
+            clients.insert(name.as_str(), upstream::client(u, metrics.upstream(name))?);
         }
         let mut routes = Vec::with_capacity(cfg.routes.len());
         for r in &cfg.routes {

@@ -19,6 +19,7 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
+use crate::operations::sample;
 use crate::proxy_support::*;
 use scrim::engine::{Engine, Format};
 
@@ -1850,24 +1851,29 @@ async fn kept_upstream_connections_close_after_the_idle_timeout_without_traffic(
 /// turn: the upstream never has more at once, and every request is answered.
 #[tokio::test]
 async fn requests_past_max_connections_wait_for_a_busy_upstream_connection() {
-    let (addr, accepted, _) = counting_upstream(false, Duration::from_millis(150)).await;
+    let (addr, accepted, _) = counting_upstream(false, Duration::from_millis(300)).await;
     let proxy = pass_through_to(addr, "max_connections = 2").await;
+    let client = h1_client();
     let started = Instant::now();
-    burst(&h1_client(), &proxy, 6).await;
-    // Six of 150 ms each, two at a time: three turns.
+    let (_, m) = tokio::join!(burst(&client, &proxy, 6), async {
+        // Half way through the first turn: two busy, four waiting.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        proxy.metrics()
+    });
+    // Six of 300 ms each, two at a time: three turns.
     assert!(
-        started.elapsed() >= Duration::from_millis(450),
+        started.elapsed() >= Duration::from_millis(900),
         "six requests took {:?} on two connections",
         started.elapsed()
     );
     assert_eq!(accepted.load(Ordering::SeqCst), 2, "connections opened");
-    // Each of the four past the first two waited at least once.
+    let busy = "scrim_upstream_busy{upstream=\"up\"}";
+    let waits = "scrim_upstream_waits_total{upstream=\"up\"}";
+    assert_eq!(sample(&m, busy), Some(2.0), "{m}");
+    assert_eq!(sample(&m, waits), Some(4.0), "{m}");
     let m = proxy.metrics();
-    let waits = m
-        .lines()
-        .find_map(|l| l.strip_prefix("scrim_upstream_waits_total{upstream=\"up\"} "))
-        .and_then(|v| v.parse::<u64>().ok());
-    assert_eq!(waits, Some(4), "{m}");
+    assert_eq!(sample(&m, busy), Some(0.0), "every slot given back: {m}");
+    assert_eq!(sample(&m, waits), Some(4.0), "{m}");
     proxy.stop().await;
 }
 

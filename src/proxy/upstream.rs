@@ -43,11 +43,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
+use crate::telemetry::metrics::UpstreamMetrics;
 use http::{header, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use prometheus_client::metrics::counter::Counter;
 use rustls::pki_types::ServerName;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -68,15 +68,15 @@ pub enum UpstreamError {
     NoCertificates { name: String, path: String },
 }
 
-/// The client of one upstream; `waits` counts the requests that waited for
-/// one of its connections.
-pub fn client(cfg: &UpstreamConfig, waits: Counter) -> Result<HttpClient, UpstreamError> {
+/// The client of one upstream, counting in `metrics` the requests that
+/// waited for one of its connections and the connections busy.
+pub fn client(cfg: &UpstreamConfig, metrics: UpstreamMetrics) -> Result<HttpClient, UpstreamError> {
     let tls = if cfg.scheme == http::uri::Scheme::HTTP {
         None
     } else {
         Some(tls(cfg)?)
     };
-    Ok(HttpClient::new(cfg, tls, waits))
+    Ok(HttpClient::new(cfg, tls, metrics))
 }
 
 /// The TLS side of an `https://` upstream.
@@ -165,7 +165,7 @@ struct PoolInner {
     /// One permit per HTTP/1.1 connection that may be busy at once, held
     /// by a request until its response body has been read.
     slots: Arc<Semaphore>,
-    waits: Counter,
+    metrics: UpstreamMetrics,
     /// Entries of `idle` at most.
     max_idle: usize,
     idle_timeout: Duration,
@@ -281,7 +281,7 @@ enum Fresh {
 }
 
 impl HttpClient {
-    fn new(cfg: &UpstreamConfig, tls: Option<Tls>, waits: Counter) -> Self {
+    fn new(cfg: &UpstreamConfig, tls: Option<Tls>, metrics: UpstreamMetrics) -> Self {
         let default_port = if tls.is_some() { 443 } else { 80 };
         let port = cfg.authority.port_u16().unwrap_or(default_port);
         let inner = Arc::new(PoolInner {
@@ -296,7 +296,7 @@ impl HttpClient {
             speaks_h2: AtomicBool::new(false),
             h2_connect: tokio::sync::Mutex::new(None),
             slots: Arc::new(Semaphore::new(cfg.max_connections)),
-            waits,
+            metrics,
             max_idle: cfg.max_idle,
             idle_timeout: cfg.idle_timeout,
             idle: Mutex::new(Vec::new()),
@@ -366,8 +366,7 @@ impl HttpClient {
     fn slot_for(
         &self,
         req: &Request<BoxBody>,
-    ) -> impl std::future::Future<Output = Result<Option<OwnedSemaphorePermit>, BoxError>> + Send + '_
-    {
+    ) -> impl std::future::Future<Output = Result<Option<Slot>, BoxError>> + Send + '_ {
         // Decided before the wait: a body is not `Sync`, so the future may
         // not hold a reference to the request across it.
         let streams = !req.body().is_end_stream() && req.extensions().get::<Replay>().is_none();
@@ -381,25 +380,33 @@ impl HttpClient {
 
     /// A slot for one more busy HTTP/1.1 connection, waited for when all
     /// are taken.
-    async fn slot(&self) -> Result<OwnedSemaphorePermit, BoxError> {
-        if let Ok(slot) = self.inner.slots.clone().try_acquire_owned() {
-            return Ok(slot);
-        }
-        self.inner.waits.inc();
-        tracing::debug!(upstream = %self.inner.name, "all upstream connections are busy; waiting for one");
-        self.inner
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| BoxError::from("the upstream's connection slots were closed"))
+    async fn slot(&self) -> Result<Slot, BoxError> {
+        let permit = match self.inner.slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                self.inner.metrics.waits.inc();
+                tracing::debug!(upstream = %self.inner.name, "all upstream connections are busy; waiting for one");
+                self.inner
+                    .slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| BoxError::from("the upstream's connection slots were closed"))?
+            }
+        };
+        let busy = self.inner.metrics.busy.clone();
+        busy.inc();
+        Ok(Slot {
+            _permit: permit,
+            busy,
+        })
     }
 
     async fn send_h1(
         &self,
         mut sender: http1::SendRequest<BoxBody>,
         req: Request<BoxBody>,
-        slot: Option<OwnedSemaphorePermit>,
+        slot: Option<Slot>,
     ) -> Result<Response<UpstreamBody>, BoxError> {
         let res = sender.send_request(self.origin_form(req)).await?;
         self.give_back(sender);
@@ -608,11 +615,23 @@ impl HttpClient {
 /// end, failed or been dropped: the connection is busy until then.
 pub struct UpstreamBody {
     body: Incoming,
-    slot: Option<OwnedSemaphorePermit>,
+    slot: Option<Slot>,
+}
+
+/// A taken connection slot, counted busy until dropped.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    busy: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.busy.dec();
+    }
 }
 
 impl UpstreamBody {
-    fn hold(res: Response<Incoming>, slot: Option<OwnedSemaphorePermit>) -> Response<Self> {
+    fn hold(res: Response<Incoming>, slot: Option<Slot>) -> Response<Self> {
         let stream = super::essence(res.headers().get(header::CONTENT_TYPE)).as_deref()
             == Some("text/event-stream");
         res.map(|body| {

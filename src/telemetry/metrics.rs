@@ -15,6 +15,7 @@
 //! | `scrim_upstream_duration_seconds` | route | histogram: request sent to response head |
 //! | `scrim_added_duration_seconds` | route | histogram: scrim's own time on a forwarded request |
 //! | `scrim_upstream_waits_total` | upstream | requests that waited for a connection, all `max_connections` being busy |
+//! | `scrim_upstream_busy` | upstream | HTTP/1.1 connections carrying a request that holds a slot, against `max_connections` |
 //! | `scrim_key_version` | | the active key version |
 //! | `scrim_reloads_total` | outcome | reloads (SIGHUP, admin API): ok or refused |
 
@@ -106,6 +107,7 @@ pub struct Metrics {
     upstream: HistogramFamily<RouteLabel>,
     added: HistogramFamily<RouteLabel>,
     upstream_waits: Family<UpstreamLabel, Counter>,
+    upstream_busy: Family<UpstreamLabel, Gauge>,
     key_version: Gauge,
     reloads: Family<OutcomeLabel, Counter>,
 }
@@ -134,6 +136,7 @@ impl Metrics {
         let upstream = HistogramFamily::new_with_constructor(latency_histogram as fn() -> _);
         let added = HistogramFamily::new_with_constructor(latency_histogram as fn() -> _);
         let upstream_waits = Family::<UpstreamLabel, Counter>::default();
+        let upstream_busy = Family::<UpstreamLabel, Gauge>::default();
         let key_version = Gauge::default();
         let reloads = Family::<OutcomeLabel, Counter>::default();
         registry.register("requests", "Requests answered", requests.clone());
@@ -173,6 +176,11 @@ impl Metrics {
             "Requests that waited for an upstream connection, all max_connections being busy",
             upstream_waits.clone(),
         );
+        registry.register(
+            "upstream_busy",
+            "Upstream HTTP/1.1 connections busy with a request that holds a slot",
+            upstream_busy.clone(),
+        );
         registry.register("key_version", "The active key version", key_version.clone());
         registry.register("reloads", "Reloads by outcome", reloads.clone());
         // Every reason and outcome shows from the start at 0, so a rate()
@@ -199,6 +207,7 @@ impl Metrics {
             upstream,
             added,
             upstream_waits,
+            upstream_busy,
             key_version,
             reloads,
         }
@@ -272,12 +281,15 @@ impl Metrics {
         })
     }
 
-    /// The count of requests that waited for a connection to `upstream`
-    /// (shown from the start, at 0).
-    pub fn upstream_waits(&self, upstream: &str) -> Counter {
-        self.upstream_waits.get_or_create_owned(&UpstreamLabel {
+    /// The handles of one upstream's metrics (shown from the start, at 0).
+    pub fn upstream(&self, upstream: &str) -> UpstreamMetrics {
+        let label = UpstreamLabel {
             upstream: upstream.to_owned(),
-        })
+        };
+        UpstreamMetrics {
+            waits: self.upstream_waits.get_or_create_owned(&label),
+            busy: self.upstream_busy.get_or_create_owned(&label),
+        }
     }
 
     pub fn reload(&self, ok: bool) {
@@ -310,6 +322,16 @@ const ACTIONS: [&str; 8] = [
     "decoded",
     "encrypted",
 ];
+
+/// One upstream's metric handles, shared by the clients a reload builds
+/// for it (the busy count spans the old pool's last requests and the new).
+#[derive(Clone, Debug, Default)]
+pub struct UpstreamMetrics {
+    /// Requests that waited for a connection slot.
+    pub waits: Counter,
+    /// Slots taken.
+    pub busy: Gauge,
+}
 
 /// One route's pre-resolved metric handles.
 #[derive(Clone, Debug)]
