@@ -370,7 +370,7 @@ async fn proxy(
     let coding = Coding::from_header(parts.headers.get(header::CONTENT_ENCODING))
         .map_err(|_| ProxyError::UpstreamBadResponse)?;
     let ctype = parts.headers.get(header::CONTENT_TYPE).cloned();
-    let is_sse = essence(ctype.as_ref()).as_deref() == Some("text/event-stream");
+    let is_sse = is_event_stream(&parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers, true);
     if let Some(v) = coding.header_value() {
         parts.headers.insert(header::CONTENT_ENCODING, v);
@@ -504,7 +504,7 @@ async fn forward(
 /// upstream's response timeout, as for the head; an event stream may idle
 /// as long as it likes.
 fn response_idle(headers: &http::HeaderMap, response_timeout: Duration) -> Duration {
-    if essence(headers.get(header::CONTENT_TYPE)).as_deref() == Some("text/event-stream") {
+    if is_event_stream(headers) {
         RESPONSE_IDLE
     } else {
         response_timeout
@@ -533,7 +533,23 @@ fn refused(e: crate::engine::EngineError) -> ProxyError {
 
 /// The media type without parameters, lower-cased (copied only when it
 /// was not lower case already).
-pub(crate) fn essence(v: Option<&HeaderValue>) -> Option<std::borrow::Cow<'_, str>> {
+/// Whether a response is an event stream (`text/event-stream`, any case,
+/// parameters aside). Asked of every response, so told from the bytes: a
+/// shorter type, the usual `application/json`, is turned down by its length.
+pub(crate) fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    const SSE: &[u8] = b"text/event-stream";
+    let Some(v) = headers.get(header::CONTENT_TYPE) else {
+        return false;
+    };
+    let b = v.as_bytes();
+    if b.len() < SSE.len() {
+        return false;
+    }
+    let t = b.split(|&c| c == b';').next().unwrap_or_default();
+    t.trim_ascii().eq_ignore_ascii_case(SSE)
+}
+
+fn essence(v: Option<&HeaderValue>) -> Option<std::borrow::Cow<'_, str>> {
     let v = v?.to_str().ok()?;
     let t = v.split(';').next().unwrap_or("").trim();
     Some(if t.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -560,5 +576,40 @@ fn body_format(v: Option<&HeaderValue>) -> Result<Format, ProxyError> {
         "application/x-sentry-envelope" => Ok(Format::SentryEnvelope),
         t if t.starts_with("application/") && t.ends_with("+json") => Ok(Format::Json),
         _ => Err(ProxyError::UnsupportedContentType),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_streams_are_told_by_their_media_type_alone() {
+        let of = |t: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_str(t).unwrap());
+            is_event_stream(&h)
+        };
+        for t in [
+            "text/event-stream",
+            "Text/Event-Stream",
+            "text/event-stream; charset=utf-8",
+            "text/event-stream ;charset=utf-8",
+        ] {
+            assert!(of(t), "{t}");
+            assert_eq!(
+                essence(Some(&HeaderValue::from_str(t).unwrap())).as_deref(),
+                Some("text/event-stream")
+            );
+        }
+        for t in [
+            "application/json",
+            "text/event-streams",
+            "text/event-stream-x; a=b",
+            "application/x-ndjson; text/event-stream",
+        ] {
+            assert!(!of(t), "{t}");
+        }
+        assert!(!is_event_stream(&http::HeaderMap::new()));
     }
 }

@@ -632,8 +632,7 @@ impl Drop for Slot {
 
 impl UpstreamBody {
     fn hold(res: Response<Incoming>, slot: Option<Slot>) -> Response<Self> {
-        let stream = super::essence(res.headers().get(header::CONTENT_TYPE)).as_deref()
-            == Some("text/event-stream");
+        let stream = super::is_event_stream(res.headers());
         res.map(|body| {
             let slot = slot.filter(|_| !body.is_end_stream() && !stream);
             UpstreamBody { body, slot }
