@@ -18,19 +18,21 @@ use crate::engine::unknown::Target;
 use crate::engine::{Engine, UnknownFields};
 
 /// Hop-by-hop headers (RFC 9110, 7.6.1, and the old `Keep-Alive` and
-/// `Proxy-Connection`). Standard names compare as tags, not as text.
-const HOP_BY_HOP: &[HeaderName] = &[
-    header::CONNECTION,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
+/// `Proxy-Connection`). One match on the (lower-case) name: asked of every
+/// header of every request and response.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name) || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+    matches!(
+        name.as_str(),
+        "connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "keep-alive"
+            | "proxy-connection"
+    )
 }
 
 /// Headers the proxy manages itself and forwards when present.
@@ -151,19 +153,22 @@ pub fn request_headers_reporting(
 /// rewritten, the length and encoding headers go too (the caller sets new
 /// ones). A map with nothing to remove, the usual case, is not touched.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, body_rewritten: bool) {
-    let named_by_connection = ConnectionNames::of(headers);
-    let doomed = |name: &HeaderName| {
-        is_hop_by_hop(name)
-            || named_by_connection.names(name.as_str())
-            || (body_rewritten
-                && (name == header::CONTENT_LENGTH || name == header::CONTENT_ENCODING))
+    let framing = |name: &HeaderName| {
+        body_rewritten && (name == header::CONTENT_LENGTH || name == header::CONTENT_ENCODING)
     };
-    if !headers.keys().any(doomed) {
+    // Without a hop-by-hop header there is no `Connection` header either,
+    // so nothing it names: the usual map is looked at once and left.
+    if !headers.keys().any(|n| is_hop_by_hop(n) || framing(n)) {
         return;
     }
-    // Collected first: removing `Connection` would forget what it names.
-    let names: Vec<HeaderName> = headers.keys().filter(|n| doomed(n)).cloned().collect();
-    for name in names {
+    let named_by_connection = ConnectionNames::of(headers);
+    let doomed = |name: &HeaderName| {
+        is_hop_by_hop(name) || named_by_connection.names(name.as_str()) || framing(name)
+    };
+    // What `Connection` names was read above, before it goes. One at a
+    // time, without a list: there are one or two (most often `Connection`
+    // itself), and a map holds a handful of headers.
+    while let Some(name) = headers.keys().find(|n| doomed(n)).cloned() {
         headers.remove(name);
     }
 }
