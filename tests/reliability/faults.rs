@@ -1,5 +1,5 @@
-//! Faults: the upstream refusing connections, hanging, resetting mid-body
-//! and answering slowly; the client disconnecting mid-stream; the key ring's
+//! Faults: the upstream refusing connections, hanging, resetting mid-body,
+//! answering slowly and saturated by many clients at once; the client disconnecting mid-stream; the key ring's
 //! disk full or read-only during a rotation; scrim killed with SIGKILL during
 //! rotations and restarted.
 //!
@@ -795,6 +795,120 @@ async fn upstream_answering_slowly() {
     );
     proxy.stop().await;
     c.finish();
+}
+
+// === an upstream saturated by many clients at once ==========================
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_saturated_by_many_clients() {
+    let mut c = Cases::new(
+        "Faults",
+        "upstream saturated: 40 clients at once, 4 connections allowed",
+    );
+    const CAP: usize = 4;
+    const CLIENTS: usize = 40;
+    const ANSWER: Duration = Duration::from_millis(300);
+    // The slow upstream takes 300 ms per answer and counts how many it holds
+    // at once; with 4 connections, 40 requests need 3 s, past the response
+    // timeout (1.5 s) for those at the back of the queue.
+    let (now, most) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let responder: Responder = {
+        let (now, most) = (now.clone(), most.clone());
+        Arc::new(move |_| {
+            let (now, most) = (now.clone(), most.clone());
+            Box::pin(async move {
+                let held = now.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(held, Ordering::SeqCst);
+                tokio::time::sleep(ANSWER).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                ps::json_response(StatusCode::OK, r#"{"ok":true}"#)
+            })
+        })
+    };
+    let bad = Upstream::start(responder).await;
+    let up = Upstream::start(ps::ok_responder()).await;
+    let extra = format!("max_connections = {CAP}\nresponse_timeout_ms = 1500");
+    let proxy = Proxy::start(
+        ps::tempdir(),
+        &two_upstreams(&up.url(), &bad.url(), &extra, ""),
+    )
+    .await;
+    let client = ps::h1_client();
+    let mut ledger = Ledger::default();
+    let mut saturated = Ledger::default();
+
+    let mut sent = Vec::new();
+    for _ in 0..CLIENTS {
+        let n = saturated.next();
+        let (client, addr) = (client.clone(), proxy.addr);
+        sent.push(tokio::spawn(async move {
+            (n, send_event(&client, addr, "/bad/e", n).await)
+        }));
+    }
+    // While the slow upstream's connections are all busy, another
+    // upstream's requests do not wait behind them.
+    tokio::time::sleep(ANSWER / 2).await;
+    let t = Instant::now();
+    // Queued behind them it would wait seconds; a loaded machine may
+    // take a few hundred milliseconds anyway.
+    let r = ledger.serves(&client, proxy.addr, &up).await.and_then(|_| {
+        ensure(t.elapsed() < Duration::from_secs(1), || {
+            format!("a request to another upstream waited {:?}", t.elapsed())
+        })
+    });
+    c.check("another upstream's request is served meanwhile", r);
+
+    let (mut answered, mut timed_out, mut other) = (0, 0, Vec::new());
+    for s in sent {
+        let (n, got) = s.await.unwrap();
+        match &got {
+            Ok((s, _)) if *s == StatusCode::OK => {
+                answered += 1;
+                saturated.ok.push(n);
+            }
+            _ => match error_answer(&got, 504, n) {
+                Ok(()) => timed_out += 1,
+                Err(e) => other.push(format!("request {n}: {e}")),
+            },
+        }
+    }
+    c.check(
+        "every request answered 200, or 504 with a short reason and nothing raw",
+        ensure(other.is_empty(), || other.join("; ")),
+    );
+    c.check(
+        "the requests the queue could carry within the timeout were answered 200",
+        ensure(answered >= 2 * CAP, || {
+            format!("{answered} answered 200, {timed_out} timed out")
+        }),
+    );
+    c.check(
+        "those past the timeout were answered 504",
+        ensure(timed_out > 0, || {
+            format!("none timed out: {answered} answered 200")
+        }),
+    );
+    let most = most.load(Ordering::SeqCst);
+    c.check(
+        "the slow upstream never held more than max_connections requests",
+        ensure(most == CAP as u64, || format!("it held {most} at once")),
+    );
+    c.check(
+        "every request answered 2xx reached the slow upstream once, rewritten",
+        saturated.none_lost(&bad).await,
+    );
+    c.check(
+        "the next valid request is served",
+        ledger.serves(&client, proxy.addr, &up).await,
+    );
+    proxy.stop().await;
+    c.finish_with(json!({
+        "clients": CLIENTS,
+        "max_connections": CAP,
+        "answered_200": answered,
+        "answered_504": timed_out,
+        "most_at_once_upstream": most,
+    }));
 }
 
 // === the client disconnecting mid-stream ======================================
