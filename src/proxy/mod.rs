@@ -421,7 +421,7 @@ async fn proxy(
 /// The request to the upstream: its body counted as sent and its progress
 /// tracked (for the response timeout, see [`forward`]); `replay` is the
 /// body when it is held whole, so that it can go again (see
-/// [`upstream::Replay`]).
+/// [`upstream::Outgoing`]).
 fn upstream_request(
     route: &Route,
     body: BoxBody,
@@ -429,17 +429,14 @@ fn upstream_request(
     method: http::Method,
     uri: Uri,
     headers: http::HeaderMap,
-) -> (Request<BoxBody>, body::Progress) {
+) -> (upstream::Outgoing, body::Progress) {
     let progress = body::Progress::new();
     let body = body::Counted::new(body, route.metrics.bytes_out.clone());
     let mut up = Request::new(body::boxed(body::Tracked::new(body, progress.clone())));
     *up.method_mut() = method;
     *up.uri_mut() = uri;
     *up.headers_mut() = headers;
-    if let Some(whole) = replay {
-        up.extensions_mut().insert(upstream::Replay(whole));
-    }
-    (up, progress)
+    (upstream::Outgoing { req: up, replay }, progress)
 }
 
 fn whole_body(b: Bytes) -> BoxBody {
@@ -460,7 +457,7 @@ fn passed_back(res: Response<UpstreamBody>, response_timeout: Duration) -> Respo
 /// its body (the body timeout's job).
 async fn forward(
     route: &Route,
-    up: Request<BoxBody>,
+    up: upstream::Outgoing,
     progress: &body::Progress,
     failure: &FailureSlot,
     seen: &mut Seen,

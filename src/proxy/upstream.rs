@@ -32,7 +32,7 @@
 //! while it was queued, or an h2 upstream that refused its stream
 //! (`REFUSED_STREAM`, or a `GOAWAY` whose last stream id is below it,
 //! RFC 9113 section 8.7). The last two need the body again: only a body
-//! held whole in memory ([`Replay`]) can go twice.
+//! held whole in memory ([`Outgoing::replay`]) can go twice.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -211,11 +211,15 @@ struct Shared {
     sender: http2::SendRequest<BoxBody>,
 }
 
-/// A request body held whole in memory, set as an extension of the request
-/// by the proxy: an h2 request the upstream refused unprocessed is sent
-/// again with it.
-#[derive(Clone)]
-pub struct Replay(pub bytes::Bytes);
+/// A request for the upstream.
+pub struct Outgoing {
+    pub req: Request<BoxBody>,
+    /// Its body again, when the proxy holds it whole in memory: an h2
+    /// request the upstream refused unprocessed is sent again with it. Kept
+    /// beside the request, not as one of its extensions, which would cost
+    /// every request a map.
+    pub replay: Option<bytes::Bytes>,
+}
 
 /// What a request needs to go again after its body was taken.
 struct Again {
@@ -226,13 +230,12 @@ struct Again {
 }
 
 impl Again {
-    fn of(req: &Request<BoxBody>) -> Option<Again> {
-        let Replay(body) = req.extensions().get::<Replay>()?;
+    fn of(req: &Request<BoxBody>, replay: Option<bytes::Bytes>) -> Option<Again> {
         Some(Again {
             method: req.method().clone(),
             uri: req.uri().clone(),
             headers: req.headers().clone(),
-            body: body.clone(),
+            body: replay?,
         })
     }
 
@@ -312,22 +315,25 @@ impl HttpClient {
     }
 
     /// Sends `req` (absolute URI) and resolves to the response head.
-    pub async fn request(&self, req: Request<BoxBody>) -> Result<Response<UpstreamBody>, BoxError> {
+    pub async fn request(&self, out: Outgoing) -> Result<Response<UpstreamBody>, BoxError> {
+        let Outgoing { req, replay } = out;
+        // A body still coming from its client takes no slot (see above).
+        let whole = replay.is_some() || req.body().is_end_stream();
         // Only an upstream that picked h2 has a shared connection to look
         // for: the others never take its lock.
         if self.inner.speaks_h2.load(Ordering::Relaxed) {
             if let Some(h2) = self.h2_sender() {
-                return self.send_h2(h2, req).await;
+                return self.send_h2(h2, req, replay).await;
             }
             return match self.shared_h2().await? {
-                Ok(h2) => self.send_h2(h2, req).await,
+                Ok(h2) => self.send_h2(h2, req, replay).await,
                 Err(h1) => {
-                    let slot = self.slot_for(&req).await?;
+                    let slot = self.slot_if(whole).await?;
                     self.send_h1(h1, req, slot).await
                 }
             };
         }
-        let slot = self.slot_for(&req).await?;
+        let slot = self.slot_if(whole).await?;
         let name = &self.inner.name;
         let req = match self.checkout() {
             None => req,
@@ -356,26 +362,18 @@ impl HttpClient {
             Fresh::H1(sender) => self.send_h1(sender, req, slot).await,
             Fresh::H2(sender) => {
                 let h2 = self.keep_h2(sender);
-                self.send_h2(h2, req).await
+                self.send_h2(h2, req, replay).await
             }
         }
     }
 
-    /// The slot `req` needs, if any (see [`HttpClient`]): none while its
-    /// body streams from its client.
-    fn slot_for(
-        &self,
-        req: &Request<BoxBody>,
-    ) -> impl std::future::Future<Output = Result<Option<Slot>, BoxError>> + Send + '_ {
-        // Decided before the wait: a body is not `Sync`, so the future may
-        // not hold a reference to the request across it.
-        let streams = !req.body().is_end_stream() && req.extensions().get::<Replay>().is_none();
-        async move {
-            if streams {
-                return Ok(None);
-            }
-            self.slot().await.map(Some)
+    /// A slot for a request whose body is `whole` (see [`HttpClient`]);
+    /// none for one whose body streams from its client.
+    async fn slot_if(&self, whole: bool) -> Result<Option<Slot>, BoxError> {
+        if !whole {
+            return Ok(None);
         }
+        self.slot().await.map(Some)
     }
 
     /// A slot for one more busy HTTP/1.1 connection, waited for when all
@@ -419,8 +417,10 @@ impl HttpClient {
         &self,
         mut h2: Shared,
         req: Request<BoxBody>,
+        replay: Option<bytes::Bytes>,
     ) -> Result<Response<UpstreamBody>, BoxError> {
-        let again = Again::of(&req);
+        let whole = replay.is_some() || req.body().is_end_stream();
+        let again = Again::of(&req, replay);
         let mut e = match h2.sender.try_send_request(req).await {
             Ok(res) => return Ok(UpstreamBody::hold(res, None)),
             Err(e) => e,
@@ -438,7 +438,7 @@ impl HttpClient {
         match self.shared_h2().await? {
             Ok(mut h2) => Ok(UpstreamBody::hold(h2.sender.send_request(req).await?, None)),
             Err(h1) => {
-                let slot = self.slot_for(&req).await?;
+                let slot = self.slot_if(whole).await?;
                 self.send_h1(h1, req, slot).await
             }
         }
