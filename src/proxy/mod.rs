@@ -528,8 +528,6 @@ fn refused(e: crate::engine::EngineError) -> ProxyError {
     }
 }
 
-/// The media type without parameters, lower-cased (copied only when it
-/// was not lower case already).
 /// Whether a response is an event stream (`text/event-stream`, any case,
 /// parameters aside). Asked of every response, so told from the bytes: a
 /// shorter type, the usual `application/json`, is turned down by its length.
@@ -546,6 +544,8 @@ pub(crate) fn is_event_stream(headers: &http::HeaderMap) -> bool {
     t.trim_ascii().eq_ignore_ascii_case(SSE)
 }
 
+/// The media type without parameters, lower-cased (copied only when it
+/// was not lower case already).
 fn essence(v: Option<&HeaderValue>) -> Option<std::borrow::Cow<'_, str>> {
     let v = v?.to_str().ok()?;
     let t = v.split(';').next().unwrap_or("").trim();

@@ -7,9 +7,6 @@ use http::Method;
 
 use crate::config::{PathMatch, RouteConfig};
 
-/// Normalises a request path for matching: resolves `.` and `..`, collapses
-/// `//`. `None` for a path that climbs above the root or is not absolute,
-/// which no route may match (a `..` must never escape a prefix route).
 /// Whether an absolute path is normal already (see [`normalise`]), in one
 /// pass over its bytes: every request's path is asked.
 fn is_plain(path: &str) -> bool {
@@ -32,6 +29,9 @@ fn is_plain(path: &str) -> bool {
     !matches!(&b[start.min(b.len())..], b"." | b"..")
 }
 
+/// Normalises a request path for matching: resolves `.` and `..`, collapses
+/// `//`. `None` for a path that climbs above the root or is not absolute,
+/// which no route may match (a `..` must never escape a prefix route).
 pub fn normalise(path: &str) -> Option<Cow<'_, str>> {
     if !path.starts_with('/') {
         return None;
