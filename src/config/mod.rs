@@ -564,7 +564,10 @@ impl Cx<'_> {
             self.error(
                 u.span(),
                 &format!("upstream `{name}` has max_connections = 0, so no request could go"),
-                Some("write a number of connections of at least 1, or leave it out for 256"),
+                Some(&format!(
+                    "write a number of connections of at least 1, or leave it out for \
+                     {DEFAULT_UPSTREAM_CONNECTIONS}"
+                )),
             );
         }
         if let Some(ca) = &spec.ca_file {

@@ -41,18 +41,18 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
-
-use crate::telemetry::metrics::UpstreamMetrics;
 use http::{header, HeaderValue, Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use prometheus_client::metrics::gauge::Gauge;
 use rustls::pki_types::ServerName;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{BoxBody, BoxError};
 use crate::config::UpstreamConfig;
+use crate::telemetry::metrics::UpstreamMetrics;
 
 /// Why an upstream client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -218,7 +218,15 @@ pub struct Outgoing {
     /// request the upstream refused unprocessed is sent again with it. Kept
     /// beside the request, not as one of its extensions, which would cost
     /// every request a map.
-    pub replay: Option<bytes::Bytes>,
+    pub replay: Option<Bytes>,
+}
+
+impl Outgoing {
+    /// Whether its body is all there (held whole, or empty): only then does
+    /// it take a connection slot (see [`HttpClient`]).
+    fn whole(&self) -> bool {
+        self.replay.is_some() || self.req.body().is_end_stream()
+    }
 }
 
 /// What a request needs to go again after its body was taken.
@@ -230,12 +238,14 @@ struct Again {
 }
 
 impl Again {
-    fn of(req: &Request<BoxBody>, replay: Option<bytes::Bytes>) -> Option<Again> {
+    fn of(req: &Request<BoxBody>, replay: Option<Bytes>) -> Option<Again> {
+        // Before the clones: a streamed body cannot go again anyway.
+        let body = replay?;
         Some(Again {
             method: req.method().clone(),
             uri: req.uri().clone(),
             headers: req.headers().clone(),
-            body: replay?,
+            body,
         })
     }
 
@@ -316,24 +326,22 @@ impl HttpClient {
 
     /// Sends `req` (absolute URI) and resolves to the response head.
     pub async fn request(&self, out: Outgoing) -> Result<Response<UpstreamBody>, BoxError> {
-        let Outgoing { req, replay } = out;
-        // A body still coming from its client takes no slot (see above).
-        let whole = replay.is_some() || req.body().is_end_stream();
         // Only an upstream that picked h2 has a shared connection to look
         // for: the others never take its lock.
         if self.inner.speaks_h2.load(Ordering::Relaxed) {
             if let Some(h2) = self.h2_sender() {
-                return self.send_h2(h2, req, replay).await;
+                return self.send_h2(h2, out).await;
             }
             return match self.shared_h2().await? {
-                Ok(h2) => self.send_h2(h2, req, replay).await,
+                Ok(h2) => self.send_h2(h2, out).await,
                 Err(h1) => {
-                    let slot = self.slot_if(whole).await?;
-                    self.send_h1(h1, req, slot).await
+                    let slot = self.slot_if(out.whole()).await?;
+                    self.send_h1(h1, out.req, slot).await
                 }
             };
         }
-        let slot = self.slot_if(whole).await?;
+        let slot = self.slot_if(out.whole()).await?;
+        let Outgoing { req, replay } = out;
         let name = &self.inner.name;
         let req = match self.checkout() {
             None => req,
@@ -362,7 +370,7 @@ impl HttpClient {
             Fresh::H1(sender) => self.send_h1(sender, req, slot).await,
             Fresh::H2(sender) => {
                 let h2 = self.keep_h2(sender);
-                self.send_h2(h2, req, replay).await
+                self.send_h2(h2, Outgoing { req, replay }).await
             }
         }
     }
@@ -416,10 +424,10 @@ impl HttpClient {
     async fn send_h2(
         &self,
         mut h2: Shared,
-        req: Request<BoxBody>,
-        replay: Option<bytes::Bytes>,
+        out: Outgoing,
     ) -> Result<Response<UpstreamBody>, BoxError> {
-        let whole = replay.is_some() || req.body().is_end_stream();
+        let whole = out.whole();
+        let Outgoing { req, replay } = out;
         let again = Again::of(&req, replay);
         let mut e = match h2.sender.try_send_request(req).await {
             Ok(res) => return Ok(UpstreamBody::hold(res, None)),
@@ -570,8 +578,7 @@ impl HttpClient {
     /// few requests connect.
     fn connect(
         &self,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Fresh, BoxError>> + Send + '_>>
-    {
+    ) -> Pin<Box<dyn std::future::Future<Output = Result<Fresh, BoxError>> + Send + '_>> {
         Box::pin(self.open())
     }
 
@@ -621,7 +628,7 @@ pub struct UpstreamBody {
 /// A taken connection slot, counted busy until dropped.
 struct Slot {
     _permit: OwnedSemaphorePermit,
-    busy: prometheus_client::metrics::gauge::Gauge,
+    busy: Gauge,
 }
 
 impl Drop for Slot {

@@ -325,7 +325,7 @@ const ACTIONS: [&str; 8] = [
 
 /// One upstream's metric handles, shared by the clients a reload builds
 /// for it (the busy count spans the old pool's last requests and the new).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct UpstreamMetrics {
     /// Requests that waited for a connection slot.
     pub waits: Counter,
