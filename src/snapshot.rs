@@ -16,6 +16,8 @@ use crate::proxy::upstream::{self, HttpClient, UpstreamError};
 pub struct Snapshot {
     pub routes: Vec<Route>,
     pub limits: ProxyLimits,
+    /// Every upstream's client by name, for the next snapshot to keep.
+    upstreams: HashMap<String, HttpClient>,
 }
 
 pub struct Route {
@@ -39,18 +41,22 @@ pub enum SnapshotError {
 }
 
 impl Snapshot {
-    /// Binds every route's rules to the active key and builds one pooled
-    /// client per upstream (routes to one upstream share its pool).
+    /// Binds every route's rules to the active key and gives each upstream
+    /// a pooled client (routes to one upstream share its pool): the one
+    /// `before` had, when the upstream is unchanged, else a new one.
     pub fn build(
         cfg: &Config,
         keys: &dyn KeySource,
         objections: &Arc<Objections>,
         metrics: &crate::telemetry::metrics::Metrics,
         unknown: &crate::engine::unknown::UnknownRegistry,
+        before: Option<&Snapshot>,
     ) -> Result<Self, SnapshotError> {
-        let mut clients: HashMap<&str, HttpClient> = HashMap::new();
+        let mut clients: HashMap<String, HttpClient> = HashMap::new();
         for (name, u) in &cfg.upstreams {
-            clients.insert(name.as_str(), upstream::client(u, metrics.upstream(name))?);
+            let kept = before.and_then(|b| b.upstreams.get(name));
+            let client = upstream::client(u, metrics.upstream(name), kept)?;
+            clients.insert(name.clone(), client);
         }
         let mut routes = Vec::with_capacity(cfg.routes.len());
         for r in &cfg.routes {
@@ -75,7 +81,7 @@ impl Snapshot {
                 None => None,
             };
             let client = clients
-                .get(r.upstream.name.as_str())
+                .get(&r.upstream.name)
                 .cloned()
                 .expect("config validation resolved every route's upstream");
             routes.push(Route {
@@ -98,6 +104,7 @@ impl Snapshot {
         Ok(Self {
             routes,
             limits: cfg.limits.clone(),
+            upstreams: clients,
         })
     }
 }
@@ -234,11 +241,11 @@ impl Runtime {
         let (ring, snapshot) = match &keys {
             Keys::Dev(dev) => (
                 None,
-                Snapshot::build(&config, dev, &objections, &metrics, &unknown)?,
+                Snapshot::build(&config, dev, &objections, &metrics, &unknown, None)?,
             ),
             Keys::Ring { path, kek } => {
                 let ring = crate::keyring::ring::KeyRing::load(path, kek)?;
-                let snap = Snapshot::build(&config, &ring, &objections, &metrics, &unknown)?;
+                let snap = Snapshot::build(&config, &ring, &objections, &metrics, &unknown, None)?;
                 (Some(Arc::new(ring)), snap)
             }
         };
@@ -327,9 +334,18 @@ impl Runtime {
     }
 
     /// A snapshot of `cfg` under `keys`, with the current objection
-    /// register and this runtime's metrics and unknown-field tallies.
+    /// register, this runtime's metrics and unknown-field tallies, and the
+    /// running snapshot's upstream pools where their upstream is unchanged.
     fn build(&self, cfg: &Config, keys: &dyn KeySource) -> Result<Snapshot, SnapshotError> {
-        Snapshot::build(cfg, keys, &self.objections(), &self.metrics, &self.unknown)
+        let running = self.snapshot();
+        Snapshot::build(
+            cfg,
+            keys,
+            &self.objections(),
+            &self.metrics,
+            &self.unknown,
+            Some(&running),
+        )
     }
 
     fn changing(&self) -> std::sync::MutexGuard<'_, ()> {

@@ -593,6 +593,62 @@ pub async fn wait_ready(client: &HttpClient, p: &mut ChildGuard, admin: SocketAd
     }
 }
 
+/// A rotation keeps the upstream's pool: the request after it goes over the
+/// kept connection, and with `max_connections = 1` it waits for the request
+/// still running on that connection instead of opening a second one.
+#[tokio::test]
+async fn a_rotation_keeps_the_upstream_connections_and_their_cap() {
+    let (up, accepted, _) = ps::counting_upstream(false, Duration::from_millis(800)).await;
+    let dir = ps::tempdir();
+    let ring = init_ring(dir.path());
+    let url = format!("http://{up}");
+    let routes = route(
+        "/e/",
+        &rules(
+            "audience-measurement",
+            "analytics",
+            "13 months",
+            EMAIL_RULES,
+        ),
+    );
+    let cfg = config("127.0.0.1:0", &url, &ring, "", &routes, None).replace(
+        &format!("url = \"{url}\"\n"),
+        &format!("url = \"{url}\"\nmax_connections = 1\n"),
+    );
+    let running = start_scrim(dir.path(), &cfg).await;
+    let addr = running.addrs[0];
+    let client = ps::h1_client();
+    let event = json!({"email": "ana@example.com", "n": 1});
+    send_json(&client, addr, "/e/x", &event).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+    // A request on the kept connection when the key rotates...
+    let first = tokio::spawn({
+        let (client, event) = (client.clone(), event.clone());
+        async move { send_json(&client, addr, "/e/x", &event).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(running.runtime.rotate().expect("the ring rotates"), 2);
+    assert_eq!(running.runtime.snapshot().routes[0].engine.key_version(), 2);
+    // ...and one under the new key, made while the first is answered.
+    send_json(&client, addr, "/e/x", &event).await;
+    first.await.expect("the first request ends");
+
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one connection throughout"
+    );
+    let m = running.runtime.metrics.render();
+    let waits = "scrim_upstream_waits_total{upstream=\"up\"}";
+    assert_eq!(
+        crate::operations::sample(&m, waits),
+        Some(1.0),
+        "the second waited for the first: {m}"
+    );
+    ps::within("scrim to stop", WAIT, running.stop()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_on_one_ring_agree_and_follow_a_rotation() {
     let up = Upstream::start(ps::ok_responder()).await;

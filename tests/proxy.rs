@@ -1710,40 +1710,6 @@ async fn pass_through_route_forwards_unchanged_and_only_where_declared() {
     assert!(e.to_string().contains("pass_through = true"), "{e}");
 }
 
-/// A raw HTTP/1.1 upstream: answers every request `200 {}` without
-/// `Connection: close`, so the proxy may keep the connection; with `close`
-/// it then closes it anyway, as an upstream does at its keep-alive limit.
-/// Each answer waits `delay`. Returns its address, the number of
-/// connections it accepted and the number still open.
-async fn counting_upstream(
-    close: bool,
-    delay: Duration,
-) -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let open = Arc::new(AtomicUsize::new(0));
-    let (count, still) = (accepted.clone(), open.clone());
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            still.fetch_add(1, Ordering::SeqCst);
-            let still = still.clone();
-            tokio::spawn(async move {
-                while read_request(&mut s).await.is_some() {
-                    tokio::time::sleep(delay).await;
-                    let answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
-                    if s.write_all(answer).await.is_err() || close {
-                        break;
-                    }
-                }
-                still.fetch_sub(1, Ordering::SeqCst);
-            });
-        }
-    });
-    (addr, accepted, open)
-}
-
 #[tokio::test]
 async fn upstream_connections_are_kept_and_one_the_upstream_closed_is_not_reused() {
     for close in [false, true] {
@@ -2030,6 +1996,66 @@ fn max_connections_of_zero_is_refused() {
     let one = config("http://127.0.0.1:9", "max_connections = 1", "", routes);
     let c = scrim::config::load_str(&one, &path).expect("one connection");
     assert_eq!(c.upstreams["up"].max_connections, 1);
+}
+
+/// A reload that leaves the upstream as it was keeps its connections; one
+/// that changes it (here its `max_connections`) gives it a new pool, and
+/// the old pool's connection closes.
+#[tokio::test]
+async fn a_reload_keeps_an_unchanged_upstreams_connections_and_renews_a_changed_one() {
+    let (addr, accepted, open) = counting_upstream(false, Duration::ZERO).await;
+    let proxy = pass_through_to(addr, "").await;
+    let client = h1_client();
+    burst(&client, &proxy, 1).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+    let before = proxy.runtime().snapshot();
+    proxy.runtime().reload().expect("the same config reloads");
+    assert!(!Arc::ptr_eq(&before, &proxy.runtime().snapshot()));
+    drop(before);
+    burst(&client, &proxy, 1).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "the kept connection");
+
+    let path = proxy.dir.path().join("scrim.toml");
+    let cfg = std::fs::read_to_string(&path).unwrap();
+    let url = format!("url = \"http://{addr}\"\n");
+    let changed = cfg.replace(&url, &format!("{url}max_connections = 3\n"));
+    assert_ne!(cfg, changed);
+    std::fs::write(&path, changed).unwrap();
+    proxy
+        .runtime()
+        .reload()
+        .expect("the changed config reloads");
+    burst(&client, &proxy, 1).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "a new pool");
+    assert_eq!(open_settles(&open, 1).await, 1, "the old pool closed");
+    proxy.stop().await;
+}
+
+/// The CA file is compared by its contents: once it is replaced, a reload
+/// trusts the new file, though the config's text is the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_after_the_ca_file_changed_trusts_the_new_one() {
+    let cert = test_cert();
+    let up = Upstream::start_tls(ok_responder(), tls_server_config(&cert)).await;
+    let proxy = trusting_tls_upstream(&cert, &up, &audience_route()).await;
+    let client = h1_client();
+    let body = r#"{"event":"x","email":"alice.example@corp.example"}"#;
+    let event = || post(&proxy.url("/collect/t"), "application/json", full(body));
+    assert_eq!(send(&client, event()).await.status, StatusCode::OK);
+
+    let ca = proxy.dir.path().join("upstream-ca.pem");
+    std::fs::write(&ca, test_cert().cert_pem).unwrap();
+    proxy.runtime().reload().expect("another CA reloads");
+    assert_error_reply(&send(&client, event()).await, 502, SECRETS);
+
+    std::fs::write(&ca, &cert.cert_pem).unwrap();
+    proxy.runtime().reload().expect("the upstream's CA reloads");
+    assert_eq!(send(&client, event()).await.status, StatusCode::OK);
+    assert_eq!(up.requests().len(), 2, "nothing reached it untrusted");
+    // One connection per pool; the middle one's ended at its handshake.
+    assert_eq!(up.accepted(), 3);
+    proxy.stop().await;
 }
 
 /// Over TLS, scrim speaks what the upstream picks by ALPN and keeps the

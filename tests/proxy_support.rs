@@ -318,6 +318,40 @@ async fn handle(
     Ok((st.respond)(rec).await)
 }
 
+/// A raw HTTP/1.1 upstream: answers every request `200 {}` without
+/// `Connection: close`, so the proxy may keep the connection; with `close`
+/// it then closes it anyway, as an upstream does at its keep-alive limit.
+/// Each answer waits `delay`. Returns its address, the number of
+/// connections it accepted and the number still open.
+pub async fn counting_upstream(
+    close: bool,
+    delay: Duration,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let open = Arc::new(AtomicUsize::new(0));
+    let (count, still) = (accepted.clone(), open.clone());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            still.fetch_add(1, Ordering::SeqCst);
+            let still = still.clone();
+            tokio::spawn(async move {
+                while read_request(&mut s).await.is_some() {
+                    tokio::time::sleep(delay).await;
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+                    if s.write_all(answer).await.is_err() || close {
+                        break;
+                    }
+                }
+                still.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, accepted, open)
+}
+
 // --- scrim -------------------------------------------------------------------
 
 /// A running scrim and the directory its config (and rule, cert files) live in.
@@ -362,6 +396,11 @@ impl Proxy {
     pub fn metrics(&self) -> String {
         let running = self.running.as_ref().expect("scrim is running");
         running.runtime.metrics.render()
+    }
+
+    /// The running scrim's runtime: reload, rotate, its snapshot.
+    pub fn runtime(&self) -> &Arc<scrim::snapshot::Runtime> {
+        &self.running.as_ref().expect("scrim is running").runtime
     }
 
     /// Stops scrim; fails if it does not stop within [`WAIT`].

@@ -27,6 +27,14 @@
 //! and a few hundred such clients would hold back every other request.
 //! Bodies read whole first (the usual case) take one once they are read.
 //!
+//! A pool outlives the snapshot that built it: a key rotation, a change to
+//! the objection register or a reload that leaves an upstream as it was
+//! hands the new snapshot the same pool ([`client`] with the one before).
+//! Otherwise each of them would drop every kept connection, so that the
+//! next requests all paid a connect (and a TLS handshake) at once, and
+//! for as long as the old snapshot's requests ran, the two pools together
+//! could hold twice the upstream's `max_connections`.
+//!
 //! A request goes again, once, when the upstream cannot have processed it:
 //! a kept connection closed before it was sent, an h2 connection closed
 //! while it was queued, or an h2 upstream that refused its stream
@@ -69,14 +77,61 @@ pub enum UpstreamError {
 }
 
 /// The client of one upstream, counting in `metrics` the requests that
-/// waited for one of its connections and the connections busy.
-pub fn client(cfg: &UpstreamConfig, metrics: UpstreamMetrics) -> Result<HttpClient, UpstreamError> {
+/// waited for one of its connections and the connections busy. `before`,
+/// the same upstream's client in the running snapshot, is handed back
+/// (pool, kept connections and slots) when it was built from the same
+/// settings and CA file contents; otherwise a new client is built.
+pub fn client(
+    cfg: &UpstreamConfig,
+    metrics: UpstreamMetrics,
+    before: Option<&HttpClient>,
+) -> Result<HttpClient, UpstreamError> {
+    let settings = Settings::of(cfg)?;
+    if let Some(c) = before.filter(|c| c.inner.settings == settings) {
+        return Ok(c.clone());
+    }
     let tls = if cfg.scheme == http::uri::Scheme::HTTP {
         None
     } else {
-        Some(tls(cfg)?)
+        Some(tls(cfg, settings.ca.as_deref())?)
     };
-    Ok(HttpClient::new(cfg, tls, metrics))
+    Ok(HttpClient::new(cfg, settings, tls, metrics))
+}
+
+/// What a pool is built from: when a rebuilt snapshot's upstream has the
+/// same, it keeps the pool. The CA file is compared by its contents, so a
+/// reload after the file was replaced trusts the new one.
+#[derive(Debug, PartialEq, Eq)]
+struct Settings {
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    ca: Option<Vec<u8>>,
+    connect_timeout: Duration,
+    max_idle: usize,
+    max_connections: usize,
+    idle_timeout: Duration,
+}
+
+impl Settings {
+    fn of(cfg: &UpstreamConfig) -> Result<Self, UpstreamError> {
+        let ca = match &cfg.ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|source| UpstreamError::CaFile {
+                name: cfg.name.clone(),
+                path: path.display().to_string(),
+                source,
+            })?),
+            None => None,
+        };
+        Ok(Self {
+            scheme: cfg.scheme.clone(),
+            authority: cfg.authority.clone(),
+            ca,
+            connect_timeout: cfg.connect_timeout,
+            max_idle: cfg.max_idle,
+            max_connections: cfg.max_connections,
+            idle_timeout: cfg.idle_timeout,
+        })
+    }
 }
 
 /// The TLS side of an `https://` upstream.
@@ -85,7 +140,8 @@ struct Tls {
     server_name: ServerName<'static>,
 }
 
-fn tls(cfg: &UpstreamConfig) -> Result<Tls, UpstreamError> {
+/// `ca`: the contents of the upstream's CA file, if it names one.
+fn tls(cfg: &UpstreamConfig, ca: Option<&[u8]>) -> Result<Tls, UpstreamError> {
     let mut roots = rustls::RootCertStore::empty();
     // Unreadable system certificates are skipped: an upstream that needs
     // them fails its TLS handshake with a 502, which names the problem.
@@ -93,14 +149,9 @@ fn tls(cfg: &UpstreamConfig) -> Result<Tls, UpstreamError> {
     for cert in native.certs {
         let _ = roots.add(cert);
     }
-    if let Some(path) = &cfg.ca_file {
-        let pem = std::fs::read(path).map_err(|source| UpstreamError::CaFile {
-            name: cfg.name.clone(),
-            path: path.display().to_string(),
-            source,
-        })?;
+    if let (Some(path), Some(mut pem)) = (&cfg.ca_file, ca) {
         let mut added = 0;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()).flatten() {
+        for cert in rustls_pemfile::certs(&mut pem).flatten() {
             if roots.add(cert).is_ok() {
                 added += 1;
             }
@@ -144,6 +195,7 @@ pub struct HttpClient {
 struct PoolInner {
     /// The upstream's name in the config, for the logs.
     name: String,
+    settings: Settings,
     /// `host:port`, resolved at each connect (DNS may move).
     addr: String,
     host: HeaderValue,
@@ -294,11 +346,17 @@ enum Fresh {
 }
 
 impl HttpClient {
-    fn new(cfg: &UpstreamConfig, tls: Option<Tls>, metrics: UpstreamMetrics) -> Self {
+    fn new(
+        cfg: &UpstreamConfig,
+        settings: Settings,
+        tls: Option<Tls>,
+        metrics: UpstreamMetrics,
+    ) -> Self {
         let default_port = if tls.is_some() { 443 } else { 80 };
         let port = cfg.authority.port_u16().unwrap_or(default_port);
         let inner = Arc::new(PoolInner {
             name: cfg.name.clone(),
+            settings,
             addr: format!("{}:{port}", cfg.authority.host()),
             host: HeaderValue::from_str(cfg.authority.as_str())
                 .expect("an authority is a valid header value"),
@@ -316,8 +374,8 @@ impl HttpClient {
         });
         // Checkouts and give-backs drop what idled out, but only while
         // requests come: a sweep now and then closes what a quiet upstream
-        // would otherwise keep open. It ends with the client (a reload
-        // builds new ones). Without a runtime (`scrim check`) nothing sends.
+        // would otherwise keep open. It ends with the client (once no
+        // snapshot holds it). Without a runtime (`scrim check`) nothing sends.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(sweep(Arc::downgrade(&inner), cfg.idle_timeout));
         }
