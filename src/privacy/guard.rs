@@ -44,34 +44,69 @@ static FINDER: LazyLock<Regex> = LazyLock::new(|| {
 
 /// The identifiers the rules pseudonymised in this event, each with its
 /// pseudonym. Kept lower-cased, as the guard compares them, and only those
-/// it can look for: lower-cased once here rather than at every scan.
+/// it can look for: lower-cased once here rather than at every scan. All
+/// in one string, so that an event's identifiers cost one or two
+/// allocations, not two each.
 #[derive(Debug, Default, Clone)]
-pub struct Seen(Vec<(String, String)>);
+pub struct Seen {
+    /// Each identifier, then its pseudonym, back to back.
+    text: String,
+    /// Per identifier: where it starts, where its pseudonym starts and
+    /// where that ends, in `text`.
+    at: Vec<[usize; 3]>,
+}
 
 impl Seen {
     pub fn push(&mut self, raw: &str, token: &str) {
-        if usable(raw) {
-            self.0.push((raw.to_lowercase(), token.to_owned()));
+        if !usable(raw) {
+            return;
         }
+        if self.text.capacity() == 0 {
+            // Room for a few identifiers and their pseudonyms at once: grown
+            // push by push, the string was reallocated at every one.
+            self.text.reserve(256);
+        }
+        let start = self.text.len();
+        // ASCII and Latin-1 letters are lowered on the stack; anything else
+        // takes Unicode's mapping, which has context (a final sigma) and so
+        // runs over the whole string, as the texts it is compared with do.
+        let mut stack = [0u8; 128];
+        let lowered = (raw.len() <= stack.len())
+            .then(|| crate::pseudo::normalize::latin1_lower_into(raw, &mut stack))
+            .flatten();
+        match lowered {
+            Some(lower) => self.text.push_str(lower),
+            None => self.text.push_str(&raw.to_lowercase()),
+        }
+        let token_start = self.text.len();
+        self.text.push_str(token);
+        self.at.push([start, token_start, self.text.len()]);
     }
 
     fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.at.is_empty()
     }
 
     fn iter(&self) -> impl Iterator<Item = (&str, &str)> + Clone {
-        self.0
+        self.at
             .iter()
-            .map(|(raw, token)| (raw.as_str(), token.as_str()))
+            .map(|&[start, token, end]| (&self.text[start..token], &self.text[token..end]))
     }
 }
 
 /// Characters that could make a raw value match across JSON syntax.
 fn usable(raw: &str) -> bool {
-    raw.chars().count() >= 4
-        && !raw
-            .chars()
-            .any(|c| c.is_control() || matches!(c, '"' | '\\' | '{' | '}' | '[' | ']' | ':' | ','))
+    let syntax = |c: char| matches!(c, '"' | '\\' | '{' | '}' | '[' | ']' | ':' | ',');
+    if raw.is_ascii() {
+        // ASCII's control characters are C0 and DEL, told without the
+        // Unicode tables `char::is_control` reads.
+        raw.len() >= 4
+            && !raw
+                .bytes()
+                .any(|b| b < 0x20 || b == 0x7f || syntax(char::from(b)))
+    } else {
+        raw.chars().count() >= 4 && !raw.chars().any(|c| c.is_control() || syntax(c))
+    }
 }
 
 /// Does lower-casing change a character of `t` beyond ASCII? Only then
@@ -630,6 +665,33 @@ mod tests {
                 want.is_some(),
                 "{hay:?} {needle:?}"
             );
+        }
+    }
+
+    #[test]
+    fn identifiers_are_kept_as_unicode_lowers_them() {
+        let raws = [
+            "Ann@Example.ORG",
+            "Søren Ødegård",
+            "ÀÉÎÕÜÝÞ ß ÿ",
+            "ΟΔΥΣΣΕΥΣ Σ",
+            "Zoë Çelik µ",
+            &"Ø".repeat(70),
+            &"Anna-Katharina ".repeat(10),
+        ];
+        let mut seen = Seen::default();
+        for (i, raw) in raws.iter().enumerate() {
+            seen.push(raw, &format!("k1_{i}"));
+        }
+        seen.push("a\u{85}bcd", "control");
+        seen.push("a:bcd", "syntax");
+        seen.push("abc", "short");
+        let kept: Vec<_> = seen.iter().collect();
+        let want: Vec<_> = raws.iter().map(|r| r.to_lowercase()).collect();
+        assert_eq!(kept.len(), raws.len(), "the unusable three are not kept");
+        for (i, ((raw, token), want)) in kept.into_iter().zip(&want).enumerate() {
+            assert_eq!(raw, want);
+            assert_eq!(token, format!("k1_{i}"));
         }
     }
 
