@@ -518,6 +518,7 @@ impl Runtime {
                 admin,
                 l.max_connections,
                 l.header_timeout,
+                l.send_timeout,
                 l.max_header_bytes,
                 l.drain_timeout,
             )

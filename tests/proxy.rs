@@ -16,7 +16,7 @@ use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use regex::Regex;
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::operations::sample;
@@ -1996,6 +1996,102 @@ fn max_connections_of_zero_is_refused() {
     let one = config("http://127.0.0.1:9", "max_connections = 1", "", routes);
     let c = scrim::config::load_str(&one, &path).expect("one connection");
     assert_eq!(c.upstreams["up"].max_connections, 1);
+}
+
+#[test]
+fn a_send_timeout_of_zero_is_refused() {
+    let dir = tempdir();
+    let path = dir.path().join("scrim.toml");
+    let routes = "[[route]]\npath_prefix = \"/pass/\"\nupstream = \"up\"\npass_through = true\n";
+    let zero = config("http://127.0.0.1:9", "", "send_timeout_ms = 0", routes);
+    let e = scrim::config::load_str(&zero, &path).expect_err("every waiting write would fail");
+    let e = e.to_string();
+    assert!(e.contains("scrim.toml:5:"), "names the line: {e}");
+    assert!(
+        e.contains("send_timeout_ms = 0") && e.contains("at least 1000"),
+        "{e}"
+    );
+    let c = config("http://127.0.0.1:9", "", "", routes);
+    let c = scrim::config::load_str(&c, &path).expect("the default");
+    assert_eq!(c.limits.send_timeout, Duration::from_secs(60));
+}
+
+/// A client that stops reading its response is cut off once a write to it
+/// has waited `send_timeout_ms`: the response stops holding the upstream's
+/// one connection (`max_connections = 1`), and the next request gets it.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_and_frees_the_upstream_connection() {
+    let up = endless_upstream().await;
+    let routes = "[[route]]\npath_prefix = \"/pass/\"\nupstream = \"up\"\npass_through = true\n";
+    let cfg = config(
+        &up.url(),
+        "max_connections = 1\nresponse_timeout_ms = 5000",
+        "send_timeout_ms = 300",
+        routes,
+    );
+    let proxy = Proxy::start(tempdir(), &cfg).await;
+
+    // A raw client that sends one request and never reads.
+    let mut stalled = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stalled
+        .write_all(b"GET /pass/endless HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let busy = "scrim_upstream_busy{upstream=\"up\"}";
+    assert_eq!(
+        sample(&proxy.metrics(), busy),
+        Some(1.0),
+        "the endless body holds the slot"
+    );
+
+    let started = Instant::now();
+    let reply = send_event(&h1_client(), &proxy, "/pass/x").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the next request waited {:?}",
+        started.elapsed()
+    );
+    // The stalled client's connection was closed: reading what it was sent
+    // ends (EOF or reset), it does not hang.
+    let mut sink = vec![0u8; 1 << 20];
+    let drained = within("the stalled connection to close", WAIT, async {
+        loop {
+            match stalled.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    });
+    drained.await;
+    assert_eq!(sample(&proxy.metrics(), busy), Some(0.0));
+
+    // A client that reads slowly but keeps reading is not cut off, however
+    // long the whole response takes: 2 MiB, a pause after every frame.
+    let client = h1_client();
+    let get = Request::get(proxy.url("/pass/big")).body(empty()).unwrap();
+    let res = within("the big response", WAIT, client.request(get))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let started = Instant::now();
+    let mut body = res.into_body();
+    let mut got = 0;
+    while let Some(frame) = within("a frame", WAIT, body.frame()).await {
+        got += frame
+            .expect("the body does not fail")
+            .data_ref()
+            .map_or(0, Bytes::len);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    assert_eq!(got, BIG);
+    assert!(
+        started.elapsed() > Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+    proxy.stop().await;
 }
 
 /// A reload that leaves the upstream as it was keeps its connections; one

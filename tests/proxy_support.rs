@@ -352,6 +352,38 @@ pub async fn counting_upstream(
     (addr, accepted, open)
 }
 
+/// An upstream whose answer to `/pass/endless` is a body that never ends
+/// (64 KiB chunks for as long as they are taken), to `/pass/big` [`BIG`]
+/// bytes;
+/// other paths get `{}`.
+pub async fn endless_upstream() -> Upstream {
+    let respond: Responder = Arc::new(|rec: Recorded| {
+        Box::pin(async move {
+            if rec.path_and_query.ends_with("/big") {
+                return http::Response::builder()
+                    .header("content-type", "application/octet-stream")
+                    .body(full(vec![b'x'; BIG]))
+                    .expect("a valid response");
+            }
+            if !rec.path_and_query.ends_with("/endless") {
+                return json_response(StatusCode::OK, "{}");
+            }
+            let chunk = Bytes::from(vec![b'x'; 64 << 10]);
+            let frames = futures_util::stream::repeat_with(move || {
+                Ok::<_, BoxError>(Frame::data(chunk.clone()))
+            });
+            http::Response::builder()
+                .header("content-type", "application/octet-stream")
+                .body(BodyExt::boxed_unsync(StreamBody::new(frames)))
+                .expect("a valid response")
+        })
+    });
+    Upstream::start(respond).await
+}
+
+/// The size of [`endless_upstream`]'s `/big` answer: 2 MiB.
+pub const BIG: usize = 2 << 20;
+
 // --- scrim -------------------------------------------------------------------
 
 /// A running scrim and the directory its config (and rule, cert files) live in.

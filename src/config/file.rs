@@ -132,6 +132,9 @@ pub struct LimitsSpec {
     pub header_timeout_ms: Option<u64>,
     /// Time for a client to send a buffered body (default 30 s).
     pub body_timeout_ms: Option<u64>,
+    /// Time a write to a client may wait for it to read (default 60 s):
+    /// a client that stops reading its response is then disconnected.
+    pub send_timeout_ms: Option<Spanned<u64>>,
     /// Concurrent client connections (default 10000).
     pub max_connections: Option<usize>,
     /// On SIGTERM or SIGINT, how long requests in flight may take to finish

@@ -95,6 +95,8 @@ pub struct ProxyLimits {
     pub max_header_bytes: usize,
     pub header_timeout: Duration,
     pub body_timeout: Duration,
+    /// How long a write to a client may wait for it to read.
+    pub send_timeout: Duration,
     pub max_connections: usize,
     /// How long a shutdown waits for requests in flight.
     pub drain_timeout: Duration,
@@ -109,6 +111,7 @@ impl Default for ProxyLimits {
             max_header_bytes: 64 << 10,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             drain_timeout: Duration::from_secs(30),
             engine: Limits::default(),
@@ -273,6 +276,11 @@ impl Cx<'_> {
                 .body_timeout_ms
                 .map(Duration::from_millis)
                 .unwrap_or(d.body_timeout),
+            send_timeout: l
+                .send_timeout_ms
+                .as_ref()
+                .map(|ms| Duration::from_millis(*ms.get_ref()))
+                .unwrap_or(d.send_timeout),
             max_connections: l.max_connections.unwrap_or(d.max_connections).max(1),
             drain_timeout: l
                 .drain_timeout_ms
@@ -284,6 +292,14 @@ impl Cx<'_> {
                 max_line_len: l.max_line_bytes.unwrap_or(d.engine.max_line_len),
             },
         };
+        if let Some(zero) = l.send_timeout_ms.as_ref().filter(|ms| *ms.get_ref() == 0) {
+            // Every write that has to wait at all would fail.
+            self.error(
+                zero.span(),
+                "limits.send_timeout_ms = 0 would disconnect every client that reads slower than scrim writes",
+                Some("give it at least 1000 (milliseconds), or leave it out for the default, 60000"),
+            );
+        }
         if limits.engine.max_depth == 0
             || limits.engine.max_depth > crate::engine::MAX_DEPTH_CEILING
         {

@@ -6,6 +6,7 @@
 pub mod tls;
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
+use tokio_io_timeout::TimeoutWriter;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
@@ -85,6 +87,7 @@ pub async fn serve(
         let tls = listener.tls.clone();
         let watcher = graceful.watcher();
         let header_timeout = limits.header_timeout;
+        let send_timeout = limits.send_timeout;
         conns.spawn(async move {
             let _permit = permit;
             // hyper's header timer also runs between keep-alive requests; an
@@ -99,6 +102,7 @@ pub async fn serve(
             });
             match tls {
                 Some(acceptor) => {
+                    let stream = with_send_timeout(stream, send_timeout);
                     let Ok(Ok(tls_stream)) =
                         tokio::time::timeout(header_timeout, acceptor.accept(stream)).await
                     else {
@@ -119,6 +123,7 @@ pub async fn serve(
                     let Ok(main) = TcpStream::from_std(main) else {
                         return;
                     };
+                    let main = with_send_timeout(main, send_timeout);
                     let conn = builder.serve_connection(TokioIo::new(main), hyper_svc);
                     let res = watcher.watch(conn.into_owned()).await;
                     if let Err(e) = res {
@@ -143,6 +148,18 @@ pub async fn serve(
     let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
     // Past the drain, nothing is served any more: close what is left.
     conns.shutdown().await;
+}
+
+/// `stream` whose writes fail with `TimedOut` once one has waited `t` for
+/// the client to read, which ends the connection. hyper has no such bound:
+/// a client that stops reading a large or endless response (an event
+/// stream) would otherwise keep its connection, the response and the
+/// upstream connection it holds, for ever. Writes that go through at once,
+/// the usual case, never touch the timer.
+fn with_send_timeout(stream: TcpStream, t: Duration) -> Pin<Box<TimeoutWriter<TcpStream>>> {
+    let mut w = TimeoutWriter::new(stream);
+    w.set_timeout(Some(t));
+    Box::pin(w)
 }
 
 const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\n\

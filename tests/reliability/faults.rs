@@ -36,7 +36,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use scrim::keyring::ring::KeyRing;
@@ -909,6 +909,139 @@ async fn upstream_saturated_by_many_clients() {
         "answered_504": timed_out,
         "most_at_once_upstream": most,
     }));
+}
+
+// === clients that stop reading their response ===============================
+
+/// A raw client that sends `GET path`, reads `read_first` bytes (0:
+/// nothing) and no more. Its receive buffer is the system's (a small one
+/// would make draining it afterwards, to see the connection end, take
+/// minutes of zero-window probes).
+async fn stalled_client(addr: SocketAddr, path: &str, read_first: usize) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut got = vec![0u8; read_first];
+    let _ = tokio::time::timeout(WAIT, s.read_exact(&mut got)).await;
+    s
+}
+
+/// Whether `s` is closed by the peer within `limit`: reading what it was
+/// sent ends in EOF or a reset.
+async fn closed_within(s: &mut TcpStream, limit: Duration) -> Res {
+    let mut sink = vec![0u8; 1 << 20];
+    let closed = tokio::time::timeout(limit, async {
+        loop {
+            match s.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    ensure(closed.is_ok(), || format!("still open after {limit:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_stop_reading() {
+    let mut c = Cases::new(
+        "Faults",
+        "clients that stop reading their response (send timeout 400 ms, 1 upstream connection)",
+    );
+    let up = ps::endless_upstream().await;
+    let routes = "[[route]]\npath_prefix = \"/pass/\"\nupstream = \"up\"\npass_through = true\n";
+    let cfg = format!(
+        "[[listener]]\naddr = \"127.0.0.1:0\"\n\n[limits]\nsend_timeout_ms = 400\n\n\
+         [upstream.up]\nurl = \"{}\"\nmax_connections = 1\nresponse_timeout_ms = 5000\n\n{routes}",
+        up.url()
+    );
+    let proxy = Proxy::start(ps::tempdir(), &cfg).await;
+    let client = ps::h1_client();
+    let busy = "scrim_upstream_busy{upstream=\"up\"}";
+    let next_is_served = |what: &'static str| {
+        let (client, url) = (client.clone(), proxy.url("/pass/small"));
+        async move {
+            let t = Instant::now();
+            let get = Request::get(url).body(ps::empty()).unwrap();
+            let r = ps::send(&client, get).await;
+            ensure(r.status == StatusCode::OK, || {
+                format!("{what}: answered {}", r.status)
+            })?;
+            ensure(t.elapsed() < Duration::from_secs(3), || {
+                format!(
+                    "{what}: waited {:?} for the upstream connection",
+                    t.elapsed()
+                )
+            })
+        }
+    };
+
+    // An endless body its client never reads, and one its client reads
+    // 1 MiB of, then stops.
+    for (read_first, what) in [
+        (0, "an endless body, never read"),
+        (1 << 20, "an endless body, read 1 MiB then stopped"),
+    ] {
+        let mut s = stalled_client(proxy.addr, "/pass/endless", read_first).await;
+        // Nothing more is read until the stalled response has taken the
+        // upstream connection and let go of it: reading would unstall it.
+        let held_then_freed = async {
+            for want in [1.0, 0.0] {
+                let t = Instant::now();
+                loop {
+                    let m = proxy.metrics();
+                    if crate::operations::sample(&m, busy) == Some(want) {
+                        break;
+                    }
+                    if t.elapsed() > Duration::from_secs(3) {
+                        return Err(format!("{want} busy not seen in 3 s: {m}"));
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            Ok(())
+        };
+        c.check(
+            &format!("{what}: the upstream connection is let go"),
+            held_then_freed.await,
+        );
+        c.check(
+            &format!("{what}: the client's connection is closed"),
+            closed_within(&mut s, Duration::from_secs(5)).await,
+        );
+        c.check(
+            &format!("{what}: the next request gets the upstream connection"),
+            next_is_served(what).await,
+        );
+    }
+
+    // A client that reads slowly but keeps reading gets the whole body,
+    // however long that takes in all.
+    let get = Request::get(proxy.url("/pass/big"))
+        .body(ps::empty())
+        .unwrap();
+    let slow = async {
+        let res = client.request(get).await.map_err(|e| e.to_string())?;
+        let mut body = res.into_body();
+        let (t, mut got) = (Instant::now(), 0);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| format!("after {got} bytes: {e}"))?;
+            got += frame.data_ref().map_or(0, Bytes::len);
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+        ensure(got == ps::BIG, || format!("{got} of {} bytes", ps::BIG))?;
+        ensure(t.elapsed() > Duration::from_millis(400), || {
+            format!("read in {:?}, not slower than the timeout", t.elapsed())
+        })
+    };
+    c.check(
+        "a slow reader that keeps reading gets all 2 MiB",
+        ps::within("the slow reader", WAIT, slow).await,
+    );
+    c.check("the proxy still serves", next_is_served("afterwards").await);
+    proxy.stop().await;
+    c.finish();
 }
 
 // === the client disconnecting mid-stream ======================================
