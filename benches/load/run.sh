@@ -197,14 +197,15 @@ else
 fi
 check_mode() { case "$1" in nginx+lua | "scrim pseudonymising"*) echo pseudo ;; *) echo pass ;; esac; }
 
-# CPU ticks (user + system) of a process and its children (nginx workers).
+# CPU ticks of a process and its children (nginx workers): "user system".
 ticks() {
-    local p total=0 t
+    local p user=0 sys=0 u s
     for p in "$1" $(pgrep -P "$1" || true); do
-        t=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}') || t=0
-        total=$((total + ${t:-0}))
+        read -r u s < <(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12, $13}') || true
+        user=$((user + ${u:-0}))
+        sys=$((sys + ${s:-0}))
     done
-    echo "$total"
+    echo "$user $sys"
 }
 core_busy_idle() { # "busy idle" jiffies of one CPU
     awk -v c="cpu$1" '$1 == c {print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat
@@ -249,13 +250,13 @@ bench() {
     for round in $(seq 1 "$ROUNDS"); do
         for entry in "${PEERS[@]}"; do
             IFS='|' read -r name proc url <<<"$entry"
-            local pid=${PID[$proc]} t0 t1 s0 s1 c0 c1 out
-            t0=$(ticks "$pid")
+            local pid=${PID[$proc]} u0 k0 u1 k1 s0 s1 c0 c1 out
+            read -r u0 k0 < <(ticks "$pid")
             s0=$(sink_requests)
             c0=$(core_busy_idle "$LOAD_CPU")
             out=$(taskset -c "$LOAD_CPU" timeout $((DURATION + 30)) wrk -t1 -c"$CONNS" -d"${DURATION}s" \
                 --timeout 5s --latency -s "$HERE/events.lua" "$url")
-            t1=$(ticks "$pid")
+            read -r u1 k1 < <(ticks "$pid")
             s1=$(sink_requests)
             c1=$(core_busy_idle "$LOAD_CPU")
             echo "$out" >>"$WORK/wrk.log"
@@ -266,8 +267,9 @@ bench() {
                 exit 1
             }
             # forwarded: requests the sink saw, minus this run's status query
-            printf '%s\t%s\t%s ticks=%s clk_tck=%s forwarded=%s load_core=%s\n' "$round" "$name" "$res" \
-                "$((t1 - t0))" "$CLK_TCK" "$((s1 - s0 - 1))" "${c0// /,},${c1// /,}" >>"$WORK/results.tsv"
+            printf '%s\t%s\t%s ticks=%s user_ticks=%s clk_tck=%s forwarded=%s load_core=%s\n' \
+                "$round" "$name" "$res" "$((u1 + k1 - u0 - k0))" "$((u1 - u0))" "$CLK_TCK" \
+                "$((s1 - s0 - 1))" "${c0// /,},${c1// /,}" >>"$WORK/results.tsv"
             echo "  round $round, $name: $(echo "$res" | sed 's/^RESULT //')"
         done
     done

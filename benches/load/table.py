@@ -22,6 +22,8 @@ for line in open(sys.argv[1]):
         "p50": int(kv["p50_us"]) / 1000,
         "p99": int(kv["p99_us"]) / 1000,
         "cpu_us": int(kv["ticks"]) / int(kv["clk_tck"]) * 1e6 / max(req, 1),
+        # of which in user space (the rest is the kernel's: sockets, epoll)
+        "user_us": int(kv.get("user_ticks", 0)) / int(kv["clk_tck"]) * 1e6 / max(req, 1),
         "proxy_core": int(kv["ticks"]) / int(kv["clk_tck"]) / secs * 100,
         "load_core": (b1 - b0) / max((b1 - b0) + (i1 - i0), 1) * 100,
         "errors": sum(int(kv[k]) for k in kv if k.startswith("err_")),
@@ -45,12 +47,12 @@ def med(name, k):
 base_name = "nginx" if "nginx" in rows else order[0]
 base = med(base_name, "rps")
 print()
-print(f"| peer | req/s | p50 ms | p99 ms | CPU µs/req | ratio to {base_name} |")
-print("|---|---:|---:|---:|---:|---:|")
+print(f"| peer | req/s | p50 ms | p99 ms | CPU µs/req | of which user | ratio to {base_name} |")
+print("|---|---:|---:|---:|---:|---:|---:|")
 for name in order:
     ratio = f"{med(name, 'rps') / base:.2f}" if base else "-"
     print(f"| {name} | {med(name, 'rps'):,.0f} | {med(name, 'p50'):.2f} | {med(name, 'p99'):.2f} "
-          f"| {med(name, 'cpu_us'):.1f} | {ratio} |")
+          f"| {med(name, 'cpu_us'):.1f} | {med(name, 'user_us'):.1f} | {ratio} |")
 print()
 print(f"Medians of {len(rows[order[0]])} rounds. Per round (req/s, p99 ms, CPU µs/req, "
       "proxy core busy %, load-generator core busy %):")
