@@ -107,8 +107,10 @@ impl ProxyService {
                 e.into_response()
             }
         };
-        rt.metrics
-            .request(route.unwrap_or(&NO_ROUTE), res.status().as_u16());
+        match seen.route {
+            Some(r) => r.answered(&rt.metrics, res.status().as_u16()),
+            None => rt.metrics.request(&NO_ROUTE, res.status().as_u16()),
+        }
         if let (Some(r), Some(upstream)) = (&seen.route, seen.upstream) {
             r.timing(started.elapsed(), upstream);
         }
@@ -154,19 +156,21 @@ impl RequestId {
 }
 
 /// What the request handler learns for its metrics as the request goes.
+/// Borrowed from the snapshot the request pinned: cloning a route's
+/// metrics would cost an atomic increment and decrement per counter.
 #[derive(Default)]
-struct Seen {
-    route: Option<RouteMetrics>,
+struct Seen<'s> {
+    route: Option<&'s RouteMetrics>,
     /// Time from sending upstream to the response head.
     upstream: Option<Duration>,
 }
 
-async fn proxy(
+async fn proxy<'s>(
     rt: &Runtime,
-    snap: &Snapshot,
+    snap: &'s Snapshot,
     req: Request<Incoming>,
     peer: SocketAddr,
-    seen: &mut Seen,
+    seen: &mut Seen<'s>,
 ) -> Result<Response<BoxBody>, ProxyError> {
     let limits = &snap.limits;
 
@@ -183,7 +187,7 @@ async fn proxy(
         .find(|r| route::matches(&r.cfg, host, &path, req.method()))
         .ok_or(ProxyError::NoRoute)?;
     let engine = &route.engine;
-    seen.route = Some(route.metrics.clone());
+    seen.route = Some(&route.metrics);
 
     // --- phase 1b: consent ------------------------------------------------
     // A consent purpose without consent (or with `Sec-GPC: 1`) forwards
@@ -460,7 +464,7 @@ async fn forward(
     up: upstream::Outgoing,
     progress: &body::Progress,
     failure: &FailureSlot,
-    seen: &mut Seen,
+    seen: &mut Seen<'_>,
 ) -> Result<Response<UpstreamBody>, ProxyError> {
     let timeout = route.cfg.upstream.response_timeout;
     let sent_at = Instant::now();

@@ -225,6 +225,10 @@ impl Metrics {
         };
         RouteMetrics {
             name: name.clone(),
+            answered_200: self.requests.get_or_create_owned(&RouteStatus {
+                route: name.clone(),
+                status: 200,
+            }),
             bytes_in: self.bytes_in.get_or_create_owned(&route),
             bytes_out: self.bytes_out.get_or_create_owned(&route),
             upstream: self.upstream.get_or_create_owned(&route),
@@ -337,6 +341,9 @@ pub struct UpstreamMetrics {
 #[derive(Clone, Debug)]
 pub struct RouteMetrics {
     pub name: Arc<String>,
+    /// `scrim_requests_total{route, status="200"}`, resolved once: most
+    /// requests end there, and the family's look-up hashes the route's name.
+    answered_200: Counter,
     pub bytes_in: Counter,
     pub bytes_out: Counter,
     upstream: Histogram,
@@ -349,6 +356,15 @@ pub struct RouteMetrics {
 }
 
 impl RouteMetrics {
+    /// A request of this route answered `status`.
+    pub fn answered(&self, metrics: &Metrics, status: u16) {
+        if status == 200 {
+            self.answered_200.inc();
+        } else {
+            metrics.request(&self.name, status);
+        }
+    }
+
     /// What the rules did to one body: values by action, events withheld,
     /// leaks scrubbed. Only counters the stats move are touched.
     pub fn record(&self, s: &Stats) {
