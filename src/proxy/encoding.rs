@@ -2,6 +2,7 @@
 //! rewritten body the same way. Decoders write into a capped sink, so a
 //! decompression bomb stops at the cap (413) instead of filling memory.
 
+use std::borrow::Cow;
 use std::io::{self, Write};
 
 use http::HeaderValue;
@@ -262,24 +263,28 @@ impl Encoder {
     }
 }
 
-/// Decodes a whole body under the cap.
-pub fn decode_all(coding: Coding, body: &[u8], cap: u64) -> Result<Vec<u8>, ProxyError> {
+/// Decodes a whole body under the cap; without a coding (the usual case)
+/// the body itself, not a copy.
+pub fn decode_all(coding: Coding, body: &[u8], cap: u64) -> Result<Cow<'_, [u8]>, ProxyError> {
     if coding == Coding::Identity {
         if body.len() as u64 > cap {
             return Err(ProxyError::DecodedTooLarge { limit: cap });
         }
-        return Ok(body.to_vec());
+        return Ok(Cow::Borrowed(body));
     }
     let mut d = Decoder::new(coding, cap)?;
     let mut out = d.push(body)?;
     out.extend(d.finish()?);
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
-/// Encodes a whole body.
-pub fn encode_all(coding: Coding, body: &[u8]) -> Vec<u8> {
+/// Encodes a whole body; without a coding, `body` is handed back as it is.
+pub fn encode_all(coding: Coding, body: Vec<u8>) -> Vec<u8> {
+    if coding == Coding::Identity {
+        return body;
+    }
     let mut e = Encoder::new(coding);
-    let mut out = e.push(body, false);
+    let mut out = e.push(&body, false);
     out.extend(e.finish());
     out
 }
@@ -298,7 +303,7 @@ mod tests {
             Coding::Br,
             Coding::Zstd,
         ] {
-            let enc = encode_all(c, &body);
+            let enc = encode_all(c, body.clone());
             assert_eq!(decode_all(c, &enc, 1 << 20).unwrap(), body, "{c:?}");
         }
     }
@@ -307,7 +312,7 @@ mod tests {
     fn bomb_hits_the_cap() {
         let zeros = vec![0u8; 8 << 20];
         for c in [Coding::Gzip, Coding::Br, Coding::Zstd] {
-            let enc = encode_all(c, &zeros);
+            let enc = encode_all(c, zeros.clone());
             assert!(enc.len() < 64 << 10);
             assert!(matches!(
                 decode_all(c, &enc, 1 << 20),
@@ -318,7 +323,7 @@ mod tests {
 
     #[test]
     fn corrupt_and_truncated_bodies_are_errors() {
-        let enc = encode_all(Coding::Gzip, &b"x".repeat(1000));
+        let enc = encode_all(Coding::Gzip, b"x".repeat(1000));
         assert!(decode_all(Coding::Gzip, &enc[..enc.len() / 2], 1 << 20).is_err());
         assert!(decode_all(Coding::Gzip, b"not gzip at all", 1 << 20).is_err());
     }

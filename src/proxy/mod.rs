@@ -347,7 +347,7 @@ async fn proxy<'s>(
                     debug!(route = %route.cfg.name, "withheld: consent or objection");
                     return Ok(withheld());
                 }
-                let encoded = Bytes::from(encoding::encode_all(coding, &out));
+                let encoded = Bytes::from(encoding::encode_all(coding, out));
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(encoded.len()));
                 (whole_body(encoded.clone()), Some(encoded))
             }
@@ -412,7 +412,7 @@ async fn proxy<'s>(
     resp_engine
         .transform(format, &decoded, &mut out)
         .map_err(|_| ProxyError::UpstreamBadResponse)?;
-    let encoded = encoding::encode_all(coding, &out);
+    let encoded = encoding::encode_all(coding, out);
     parts
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(encoded.len()));

@@ -96,7 +96,11 @@ async fn record(
         .unwrap_or_default();
     let body = Coding::from_header(parts.headers.get(header::CONTENT_ENCODING))
         .ok()
-        .and_then(|c| encoding::decode_all(c, &raw, 64 << 20).ok())
+        .and_then(|c| {
+            encoding::decode_all(c, &raw, 64 << 20)
+                .ok()
+                .map(std::borrow::Cow::into_owned)
+        })
         .unwrap_or_else(|| raw.to_vec());
     let headers = parts
         .headers

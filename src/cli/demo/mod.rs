@@ -200,7 +200,7 @@ async fn run_async(a: DemoArgs) -> anyhow::Result<ExitCode> {
     for s in &samples {
         let compressed = s.format == Format::Ndjson;
         let body = if compressed {
-            encoding::encode_all(Coding::Gzip, s.body.as_bytes())
+            encoding::encode_all(Coding::Gzip, s.body.as_bytes().to_vec())
         } else {
             s.body.clone().into_bytes()
         };
