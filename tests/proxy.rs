@@ -2039,11 +2039,13 @@ async fn a_client_that_stops_reading_is_cut_off_and_frees_the_upstream_connectio
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let busy = "scrim_upstream_busy{upstream=\"up\"}";
+    let m = proxy.metrics();
     assert_eq!(
-        sample(&proxy.metrics(), busy),
+        sample(&m, busy),
         Some(1.0),
         "the endless body holds the slot"
     );
+    assert_eq!(sample(&m, "scrim_send_timeouts_total"), Some(0.0), "{m}");
 
     let started = Instant::now();
     let reply = send_event(&h1_client(), &proxy, "/pass/x").await;
@@ -2065,7 +2067,9 @@ async fn a_client_that_stops_reading_is_cut_off_and_frees_the_upstream_connectio
         }
     });
     drained.await;
-    assert_eq!(sample(&proxy.metrics(), busy), Some(0.0));
+    let m = proxy.metrics();
+    assert_eq!(sample(&m, busy), Some(0.0));
+    assert_eq!(sample(&m, "scrim_send_timeouts_total"), Some(1.0), "{m}");
 
     // A client that reads slowly but keeps reading is not cut off, however
     // long the whole response takes: 2 MiB, a pause after every frame.

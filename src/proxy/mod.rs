@@ -74,6 +74,10 @@ impl ProxyService {
         Self { runtime }
     }
 
+    pub fn metrics(&self) -> &crate::telemetry::metrics::Metrics {
+        &self.runtime.metrics
+    }
+
     /// Serves one request; never fails, errors become responses.
     pub async fn handle(
         &self,

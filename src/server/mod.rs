@@ -83,6 +83,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let svc = service.clone();
+        let service = service.clone();
         let builder = builder.clone();
         let tls = listener.tls.clone();
         let watcher = graceful.watcher();
@@ -110,7 +111,9 @@ pub async fn serve(
                         return;
                     };
                     let conn = builder.serve_connection(TokioIo::new(tls_stream), hyper_svc);
-                    let _ = watcher.watch(conn.into_owned()).await;
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
+                        note_send_timeout(&service, &*e);
+                    }
                 }
                 None => {
                     // A second handle on the socket lets us answer 408 after
@@ -127,6 +130,7 @@ pub async fn serve(
                     let conn = builder.serve_connection(TokioIo::new(main), hyper_svc);
                     let res = watcher.watch(conn.into_owned()).await;
                     if let Err(e) = res {
+                        note_send_timeout(&service, &*e);
                         let timed_out = e
                             .downcast_ref::<hyper::Error>()
                             .is_some_and(hyper::Error::is_timeout);
@@ -148,6 +152,21 @@ pub async fn serve(
     let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
     // Past the drain, nothing is served any more: close what is left.
     conns.shutdown().await;
+}
+
+/// Counts a connection that ended on the send timeout: its error, or one
+/// of the errors under it, is the writer's `TimedOut`.
+fn note_send_timeout(service: &ProxyService, e: &(dyn std::error::Error + 'static)) {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let io = err.downcast_ref::<std::io::Error>();
+        if io.is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+            debug!("a client stopped reading its response: connection closed");
+            service.metrics().send_timeout();
+            return;
+        }
+        cur = err.source();
+    }
 }
 
 /// `stream` whose writes fail with `TimedOut` once one has waited `t` for

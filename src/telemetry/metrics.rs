@@ -18,6 +18,7 @@
 //! | `scrim_upstream_busy` | upstream | HTTP/1.1 connections carrying a request that holds a slot, against `max_connections` |
 //! | `scrim_key_version` | | the active key version |
 //! | `scrim_reloads_total` | outcome | reloads (SIGHUP, admin API): ok or refused |
+//! | `scrim_send_timeouts_total` | | client connections closed because the client stopped reading (`send_timeout_ms`) |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,6 +111,7 @@ pub struct Metrics {
     upstream_busy: Family<UpstreamLabel, Gauge>,
     key_version: Gauge,
     reloads: Family<OutcomeLabel, Counter>,
+    send_timeouts: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -183,6 +185,12 @@ impl Metrics {
         );
         registry.register("key_version", "The active key version", key_version.clone());
         registry.register("reloads", "Reloads by outcome", reloads.clone());
+        let send_timeouts = Counter::default();
+        registry.register(
+            "send_timeouts",
+            "Client connections closed because the client stopped reading its response",
+            send_timeouts.clone(),
+        );
         // Every reason and outcome shows from the start at 0, so a rate()
         // over them works before the first one happens.
         for r in [
@@ -210,6 +218,7 @@ impl Metrics {
             upstream_busy,
             key_version,
             reloads,
+            send_timeouts,
         }
     }
 
@@ -299,6 +308,11 @@ impl Metrics {
     pub fn reload(&self, ok: bool) {
         let outcome = if ok { "ok" } else { "refused" };
         self.reloads.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// A client connection closed by the send timeout.
+    pub fn send_timeout(&self) {
+        self.send_timeouts.inc();
     }
 
     pub fn set_key_version(&self, v: u32) {

@@ -1040,6 +1040,12 @@ async fn clients_that_stop_reading() {
         ps::within("the slow reader", WAIT, slow).await,
     );
     c.check("the proxy still serves", next_is_served("afterwards").await);
+    let m = proxy.metrics();
+    let cut = crate::operations::sample(&m, "scrim_send_timeouts_total");
+    c.check(
+        "scrim_send_timeouts_total counts the two cut off, not the slow reader",
+        ensure(cut == Some(2.0), || format!("{cut:?}")),
+    );
     proxy.stop().await;
     c.finish();
 }
