@@ -598,7 +598,9 @@ pub async fn wait_ready(client: &HttpClient, p: &mut ChildGuard, admin: SocketAd
 /// still running on that connection instead of opening a second one.
 #[tokio::test]
 async fn a_rotation_keeps_the_upstream_connections_and_their_cap() {
-    let (up, accepted, _) = ps::counting_upstream(false, Duration::from_millis(800)).await;
+    // Each answer takes 1.5 s: the rotation and the next request happen
+    // well within the answer in flight, even on a loaded machine.
+    let (up, accepted, _) = ps::counting_upstream(false, Duration::from_millis(1500)).await;
     let dir = ps::tempdir();
     let ring = init_ring(dir.path());
     let url = format!("http://{up}");
