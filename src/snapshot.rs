@@ -55,7 +55,7 @@ impl Snapshot {
         let mut clients: HashMap<String, HttpClient> = HashMap::new();
         for (name, u) in &cfg.upstreams {
             let kept = before.and_then(|b| b.upstreams.get(name));
-            let client = upstream::client(u, metrics.upstream(name), kept)?;
+            let client = upstream::client(u, metrics, kept)?;
             clients.insert(name.clone(), client);
         }
         let mut routes = Vec::with_capacity(cfg.routes.len());

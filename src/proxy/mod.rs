@@ -378,7 +378,7 @@ async fn proxy<'s>(
     let coding = Coding::from_header(parts.headers.get(header::CONTENT_ENCODING))
         .map_err(|_| ProxyError::UpstreamBadResponse)?;
     let ctype = parts.headers.get(header::CONTENT_TYPE).cloned();
-    let is_sse = is_event_stream(&parts.headers);
+    let is_sse = body.is_event_stream();
     headers::strip_hop_by_hop(&mut parts.headers, true);
     if let Some(v) = coding.header_value() {
         parts.headers.insert(header::CONTENT_ENCODING, v);
@@ -455,7 +455,7 @@ fn whole_body(b: Bytes) -> BoxBody {
 /// cut if it stalls (see [`response_idle`]).
 fn passed_back(res: Response<UpstreamBody>, response_timeout: Duration) -> Response<BoxBody> {
     let (mut parts, body) = res.into_parts();
-    let idle = response_idle(&parts.headers, response_timeout);
+    let idle = response_idle(&body, response_timeout);
     headers::strip_hop_by_hop(&mut parts.headers, false);
     Response::from_parts(parts, body::boxed(body::Idle::new(body, idle)))
 }
@@ -508,8 +508,8 @@ async fn forward(
 /// The longest pause allowed in a response body passed through: the
 /// upstream's response timeout, as for the head; an event stream may idle
 /// as long as it likes.
-fn response_idle(headers: &http::HeaderMap, response_timeout: Duration) -> Duration {
-    if is_event_stream(headers) {
+fn response_idle(body: &UpstreamBody, response_timeout: Duration) -> Duration {
+    if body.is_event_stream() {
         RESPONSE_IDLE
     } else {
         response_timeout

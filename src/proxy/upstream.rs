@@ -60,7 +60,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{BoxBody, BoxError};
 use crate::config::UpstreamConfig;
-use crate::telemetry::metrics::UpstreamMetrics;
+use crate::telemetry::metrics::{Metrics, UpstreamMetrics};
 
 /// Why an upstream client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -76,14 +76,15 @@ pub enum UpstreamError {
     NoCertificates { name: String, path: String },
 }
 
-/// The client of one upstream, counting in `metrics` the requests that
-/// waited for one of its connections and the connections busy. `before`,
+/// The client of one upstream, counting in `metrics` (under the upstream's
+/// name) the requests that waited for one of its connections and the
+/// connections busy. `before`,
 /// the same upstream's client in the running snapshot, is handed back
 /// (pool, kept connections and slots) when it was built from the same
 /// settings and CA file contents; otherwise a new client is built.
 pub fn client(
     cfg: &UpstreamConfig,
-    metrics: UpstreamMetrics,
+    metrics: &Metrics,
     before: Option<&HttpClient>,
 ) -> Result<HttpClient, UpstreamError> {
     let settings = Settings::of(cfg)?;
@@ -95,7 +96,12 @@ pub fn client(
     } else {
         Some(tls(cfg, settings.ca.as_deref())?)
     };
-    Ok(HttpClient::new(cfg, settings, tls, metrics))
+    Ok(HttpClient::new(
+        cfg,
+        settings,
+        tls,
+        metrics.upstream(&cfg.name),
+    ))
 }
 
 /// What a pool is built from: when a rebuilt snapshot's upstream has the
@@ -107,8 +113,10 @@ struct Settings {
     authority: http::uri::Authority,
     ca: Option<Vec<u8>>,
     connect_timeout: Duration,
+    /// Connections kept in the pool's idle list, at most.
     max_idle: usize,
     max_connections: usize,
+    /// How long a kept connection may wait for its next request.
     idle_timeout: Duration,
 }
 
@@ -195,11 +203,11 @@ pub struct HttpClient {
 struct PoolInner {
     /// The upstream's name in the config, for the logs.
     name: String,
+    /// What it was built from; its timeouts and limits are read there.
     settings: Settings,
     /// `host:port`, resolved at each connect (DNS may move).
     addr: String,
     host: HeaderValue,
-    connect_timeout: Duration,
     /// For `https://` upstreams.
     tls: Option<Tls>,
     /// The connection of an upstream that chose h2, shared by all
@@ -218,9 +226,6 @@ struct PoolInner {
     /// by a request until its response body has been read.
     slots: Arc<Semaphore>,
     metrics: UpstreamMetrics,
-    /// Entries of `idle` at most.
-    max_idle: usize,
-    idle_timeout: Duration,
     /// Connections given back after their last response head arrived: an
     /// entry is usable again once hyper says it is ready (its last response
     /// body has been read), which a checkout tests without waiting.
@@ -360,7 +365,6 @@ impl HttpClient {
             addr: format!("{}:{port}", cfg.authority.host()),
             host: HeaderValue::from_str(cfg.authority.as_str())
                 .expect("an authority is a valid header value"),
-            connect_timeout: cfg.connect_timeout,
             tls,
             h2: Mutex::new(None),
             h2_opened: AtomicU64::new(0),
@@ -368,8 +372,6 @@ impl HttpClient {
             h2_connect: tokio::sync::Mutex::new(None),
             slots: Arc::new(Semaphore::new(cfg.max_connections)),
             metrics,
-            max_idle: cfg.max_idle,
-            idle_timeout: cfg.idle_timeout,
             idle: Mutex::new(Vec::new()),
         });
         // Checkouts and give-backs drop what idled out, but only while
@@ -617,17 +619,17 @@ impl HttpClient {
         if idle.first().is_some_and(|p| p.gone(now)) {
             idle.retain(|p| !p.gone(now));
         }
-        if self.inner.max_idle == 0 {
+        if self.inner.settings.max_idle == 0 {
             return;
         }
-        if idle.len() >= self.inner.max_idle {
+        if idle.len() >= self.inner.settings.max_idle {
             // Dropping the handle closes the connection once its response,
             // if one is still being read, is done.
             idle.remove(0);
         }
         idle.push(Pooled {
             sender,
-            expires: now + self.inner.idle_timeout,
+            expires: now + self.inner.settings.idle_timeout,
         });
     }
 
@@ -648,7 +650,7 @@ impl HttpClient {
             Ok::<_, BoxError>(tcp)
         };
         let within = |_| BoxError::from("connect timed out");
-        let deadline = tokio::time::Instant::now() + inner.connect_timeout;
+        let deadline = tokio::time::Instant::now() + inner.settings.connect_timeout;
         let tcp = tokio::time::timeout_at(deadline, tcp)
             .await
             .map_err(within)??;
@@ -681,6 +683,8 @@ impl HttpClient {
 pub struct UpstreamBody {
     body: Incoming,
     slot: Option<Slot>,
+    /// The response is an event stream: told once, when its head came in.
+    event_stream: bool,
 }
 
 /// A taken connection slot, counted busy until dropped.
@@ -697,11 +701,20 @@ impl Drop for Slot {
 
 impl UpstreamBody {
     fn hold(res: Response<Incoming>, slot: Option<Slot>) -> Response<Self> {
-        let stream = super::is_event_stream(res.headers());
+        let event_stream = super::is_event_stream(res.headers());
         res.map(|body| {
-            let slot = slot.filter(|_| !body.is_end_stream() && !stream);
-            UpstreamBody { body, slot }
+            let slot = slot.filter(|_| !body.is_end_stream() && !event_stream);
+            UpstreamBody {
+                body,
+                slot,
+                event_stream,
+            }
         })
+    }
+
+    /// Whether the response is an event stream (`text/event-stream`).
+    pub fn is_event_stream(&self) -> bool {
+        self.event_stream
     }
 }
 
