@@ -10,7 +10,8 @@
 # Environment: DURATION (seconds per run, default 10), ROUNDS (3), CONNS (64),
 # WARMUP (seconds per peer before the rounds, 2), PROXY_CPU (1), LOAD_CPU (0),
 # BASE_PORT (18080; uses BASE_PORT..BASE_PORT+10), STREAM_BYTES (1 GiB),
-# SCRIM_BIN (skip the build and use this binary), KEEP_WORK=1 (keep the
+# SCRIM_BIN (skip the build and use this binary), FLOOR_BIN (likewise for
+# the hyper floor, `cargo build --release --example load_floor`), KEEP_WORK=1 (keep the
 # working directory with the logs and raw results).
 #
 # Every proxy runs pinned to PROXY_CPU; wrk, the sink and the clients to
@@ -35,6 +36,7 @@ HAPROXY_PORT=$((BASE + 2))
 LUA_PORT=$((BASE + 3))
 TLS_SINK_PORT=$((BASE + 4))
 H2_SINK_PORT=$((BASE + 5))
+FLOOR_PORT=$((BASE + 6))
 STREAM_PORT=$((BASE + 9))
 SCRIM_PORT=$((BASE + 10))
 
@@ -67,6 +69,13 @@ if [ -z "${SCRIM_BIN:-}" ]; then
     target=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
     SCRIM_BIN=$target/release/scrim
+fi
+if [ -z "${FLOOR_BIN:-}" ]; then
+    echo "building the hyper floor (cargo build --release --locked --example load_floor)"
+    (cd "$ROOT" && cargo build --release --locked --example load_floor)
+    target=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+    FLOOR_BIN=$target/release/examples/load_floor
 fi
 
 # --- processes --------------------------------------------------------------
@@ -161,12 +170,14 @@ start_peers() {
     start haproxy "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg"
     start nginx-lua "$PROXY_CPU" nginx -p "$WORK/" -e "$WORK/nginx-lua.error.log" -c "$WORK/nginx-lua.conf"
     start scrim "$PROXY_CPU" "$SCRIM_BIN" run -c "$WORK/scrim.toml"
+    start floor "$PROXY_CPU" "$FLOOR_BIN" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$SINK_PORT"
     wait_port "$NGINX_PORT"
     wait_port "$HAPROXY_PORT"
     wait_port "$LUA_PORT"
     wait_port "$SCRIM_PORT"
+    wait_port "$FLOOR_PORT"
 }
-stop_peers() { stop nginx haproxy nginx-lua scrim; }
+stop_peers() { stop nginx haproxy nginx-lua scrim floor; }
 
 # The peers: name, process, URL. With `tls`, the same proxies forward to
 # the https sink (HTTP/1.1 over TLS, kept connections) instead.
@@ -187,6 +198,7 @@ else
     PEERS=(
         "nginx|nginx|http://127.0.0.1:$NGINX_PORT/pass/event"
         "haproxy|haproxy|http://127.0.0.1:$HAPROXY_PORT/pass/event"
+        "hyper floor|floor|http://127.0.0.1:$FLOOR_PORT/pass/event"
         "nginx+lua|nginx-lua|http://127.0.0.1:$LUA_PORT/pseudo/event"
         "scrim pass-through|scrim|http://127.0.0.1:$SCRIM_PORT/pass/event"
         "scrim pseudonymising|scrim|http://127.0.0.1:$SCRIM_PORT/pseudo/event"

@@ -83,6 +83,19 @@ if {"nginx", "scrim pass-through"} <= rows.keys():
     r = med("scrim pass-through", "rps") / base
     targets.append(f"scrim pass-through / nginx req/s = {r:.2f} (target >= 1.0): "
                    + ("met" if r >= 1.0 else "missed"))
+# The floor is hyper's and tokio's own cost on one thread: what scrim adds
+# above it is scrim's work, what the floor lacks against nginx is the stack's.
+if "hyper floor" in rows:
+    print()
+    print("Against the hyper floor (benches/load/floor.rs):")
+    if "nginx" in rows:
+        print(f"  hyper floor / nginx req/s = {med('hyper floor', 'rps') / base:.2f}")
+    for name in ("scrim pass-through", "scrim pseudonymising"):
+        if name in rows:
+            print(f"  {name}: {med(name, 'rps') / med('hyper floor', 'rps'):.2f} of the floor's req/s, "
+                  f"{med(name, 'cpu_us') - med('hyper floor', 'cpu_us'):+.1f} µs CPU per request "
+                  f"({med(name, 'user_us') - med('hyper floor', 'user_us'):+.1f} in user space)")
+
 if targets:
     print()
     print("Targets:")
