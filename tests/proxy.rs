@@ -2097,6 +2097,111 @@ async fn a_client_that_stops_reading_is_cut_off_and_frees_the_upstream_connectio
     proxy.stop().await;
 }
 
+/// An h2 client that keeps its connection flowing but opens no window on
+/// one stream stalls that stream alone, where the socket's send timeout
+/// cannot see it: the stream's upstream connection is let go after
+/// `send_timeout_ms` all the same, and the stream ends in an error, never
+/// as a whole response.
+#[tokio::test]
+async fn an_h2_stream_its_client_stops_reading_frees_the_upstream_connection() {
+    let up = endless_upstream().await;
+    let routes = "[[route]]\npath_prefix = \"/pass/\"\nupstream = \"up\"\npass_through = true\n";
+    let cfg = config(
+        &up.url(),
+        "max_connections = 1\nresponse_timeout_ms = 5000",
+        "send_timeout_ms = 500",
+        routes,
+    );
+    let proxy = Proxy::start(tempdir(), &cfg).await;
+
+    // h2c with prior knowledge, every stream's window 0: the head can
+    // come, no data can, while the connection itself stays busy and open.
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut client, mut conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .unwrap();
+    let (open_window, opened) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = &mut conn => return,
+            _ = opened => {}
+        }
+        conn.set_initial_window_size(1 << 20).unwrap();
+        let _ = conn.await;
+    });
+    let get = Request::get(proxy.url("/pass/endless")).body(()).unwrap();
+    let (response, _) = client.send_request(get, true).unwrap();
+    let res = within("the stalled stream's head", WAIT, response)
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let busy = "scrim_upstream_busy{upstream=\"up\"}";
+    assert_eq!(sample(&proxy.metrics(), busy), Some(1.0));
+
+    let started = Instant::now();
+    let reply = send_event(&h1_client(), &proxy, "/pass/x").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the next request waited {:?}",
+        started.elapsed()
+    );
+    let m = proxy.metrics();
+    assert_eq!(sample(&m, busy), Some(0.0));
+    assert_eq!(sample(&m, "scrim_send_timeouts_total"), Some(1.0), "{m}");
+
+    // With its window open at last, the stream is reset: the client is
+    // not handed a short body as if it were the whole response.
+    open_window.send(()).unwrap();
+    let mut body = res.into_body();
+    let end = within("the stalled stream to end", WAIT, async {
+        loop {
+            match body.data().await {
+                Some(Ok(_)) => {}
+                other => return other.map(|r| r.map(|_| ())),
+            }
+        }
+    })
+    .await;
+    assert!(matches!(end, Some(Err(_))), "{end:?}");
+
+    // An h2 client that reads slowly but keeps reading, 16 KiB every
+    // 20 ms, gets all of it, however long that takes in all. (The pause
+    // that counts against the timeout is the time the client takes to read
+    // what opens its window again: half of it, 32 KiB here.)
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let get = Request::get(proxy.url("/pass/big")).body(()).unwrap();
+    let (response, _) = client.send_request(get, true).unwrap();
+    let res = within("the big response", WAIT, response).await.unwrap();
+    let started = Instant::now();
+    let mut body = res.into_body();
+    let (mut got, mut paced) = (0, 0);
+    while let Some(data) = within("a frame", WAIT, body.data()).await {
+        let data = data.expect("the slow reader is not cut off");
+        got += data.len();
+        if got - paced >= 16 << 10 {
+            paced = got;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        body.flow_control().release_capacity(data.len()).unwrap();
+    }
+    assert_eq!(got, BIG);
+    assert!(
+        started.elapsed() > Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        sample(&proxy.metrics(), "scrim_send_timeouts_total"),
+        Some(1.0)
+    );
+    proxy.stop().await;
+}
+
 /// A reload that leaves the upstream as it was keeps its connections; one
 /// that changes it (here its `max_connections`) gives it a new pool, and
 /// the old pool's connection closes.

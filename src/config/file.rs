@@ -133,7 +133,8 @@ pub struct LimitsSpec {
     /// Time for a client to send a buffered body (default 30 s).
     pub body_timeout_ms: Option<u64>,
     /// Time a write to a client may wait for it to read (default 60 s):
-    /// a client that stops reading its response is then disconnected.
+    /// a client that stops reading its response is then disconnected (an
+    /// h2 stream that stops taking its response is let go).
     pub send_timeout_ms: Option<Spanned<u64>>,
     /// Concurrent client connections (default 10000).
     pub max_connections: Option<usize>,

@@ -400,3 +400,217 @@ where
 {
     b.map_err(Into::into).boxed_unsync()
 }
+
+/// A response body to an h2 client, let go when the client stops taking
+/// it. The socket's send timeout cannot see this: an h2 client that keeps
+/// reading its connection but withholds one stream's flow-control window
+/// stalls that stream alone, and hyper, waiting for window, stops asking
+/// the body for data. Nothing polls the body then, so a watchdog task
+/// tells the stall: once the client has been handed the head or a frame and
+/// has not asked for the next within `limit`, the body is dropped, which
+/// ends the upstream exchange and frees its connection. Waiting on the
+/// upstream (an idle event stream) is not the client's stall and is never
+/// cut here. Data goes to hyper in pieces of at most [`UNREAD_PIECE`]:
+/// hyper asks for more only once a piece has left, and a large frame
+/// (hyper reads up to hundreds of KiB at once from a fast upstream) could
+/// take longer than the limit to reach a slow client that keeps reading.
+pub struct Unread {
+    shared: Arc<Mutex<Watched>>,
+    watchdog: tokio::task::AbortHandle,
+}
+
+/// The most an h2 stream is handed at once by [`Unread`].
+const UNREAD_PIECE: usize = 16 * 1024;
+
+struct Watched {
+    /// `None` once the body ended or was cut.
+    body: Option<super::BoxBody>,
+    /// What is left of a frame handed on in pieces.
+    rest: Bytes,
+    ended: bool,
+    /// Since when the client owes a read: `None` while the body waits on
+    /// the upstream.
+    owed_since: Option<Instant>,
+}
+
+impl Unread {
+    /// Watches `body`; `on_cut` runs if the client stalls it.
+    pub fn new(
+        body: super::BoxBody,
+        limit: Duration,
+        on_cut: impl FnOnce() + Send + 'static,
+    ) -> Self {
+        let shared = Arc::new(Mutex::new(Watched {
+            body: Some(body),
+            rest: Bytes::new(),
+            ended: false,
+            // The head is on its way: a read is owed from now.
+            owed_since: Some(Instant::now()),
+        }));
+        let watched = shared.clone();
+        let watchdog = tokio::spawn(async move {
+            let mut wake = Instant::now() + limit;
+            loop {
+                tokio::time::sleep_until(wake).await;
+                let mut w = watched.lock().unwrap_or_else(|p| p.into_inner());
+                match w.owed_since {
+                    Some(since) if since + limit <= Instant::now() => {
+                        let body = w.body.take();
+                        drop(w);
+                        drop(body);
+                        on_cut();
+                        return;
+                    }
+                    Some(since) => wake = since + limit,
+                    None => wake = Instant::now() + limit,
+                }
+            }
+        })
+        .abort_handle();
+        Self { shared, watchdog }
+    }
+
+    fn watched(&self) -> std::sync::MutexGuard<'_, Watched> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Unread {
+    fn drop(&mut self) {
+        self.watchdog.abort();
+    }
+}
+
+impl Body for Unread {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut guard = self.watched();
+        let w = &mut *guard;
+        let Some(inner) = w.body.as_mut() else {
+            return Poll::Ready(Some(Err("the client stopped reading its response".into())));
+        };
+        if w.rest.is_empty() {
+            let polled = Pin::new(inner).poll_frame(cx);
+            match polled {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => w.rest = data,
+                    Err(trailers) => {
+                        w.owed_since = Some(Instant::now());
+                        return Poll::Ready(Some(Ok(trailers)));
+                    }
+                },
+                // Waiting on the upstream: nothing is owed.
+                Poll::Pending => {
+                    w.owed_since = None;
+                    return Poll::Pending;
+                }
+                done => {
+                    w.owed_since = None;
+                    w.body = None;
+                    w.ended = true;
+                    self.watchdog.abort();
+                    return done;
+                }
+            }
+        }
+        let piece = w.rest.len().min(UNREAD_PIECE);
+        let piece = w.rest.split_to(piece);
+        w.owed_since = Some(Instant::now());
+        Poll::Ready(Some(Ok(Frame::data(piece))))
+    }
+
+    /// A cut body is not at its end: told so, hyper would end the stream
+    /// as if the response were whole.
+    fn is_end_stream(&self) -> bool {
+        let w = self.watched();
+        w.ended
+            || (w.rest.is_empty() && w.body.as_ref().is_some_and(http_body::Body::is_end_stream))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let w = self.watched();
+        let mut hint = w
+            .body
+            .as_ref()
+            .map(http_body::Body::size_hint)
+            .unwrap_or_default();
+        let rest = w.rest.len() as u64;
+        if let Some(upper) = hint.upper() {
+            hint.set_upper(upper + rest);
+        }
+        hint.set_lower(hint.lower() + rest);
+        hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use http_body_util::{BodyExt, Full, StreamBody};
+
+    use super::*;
+
+    fn watched(body: super::super::BoxBody, limit: Duration) -> (Unread, Arc<AtomicBool>) {
+        let cut = Arc::new(AtomicBool::new(false));
+        let flag = cut.clone();
+        let unread = Unread::new(body, limit, move || flag.store(true, Ordering::SeqCst));
+        (unread, cut)
+    }
+
+    fn frames(n: usize) -> super::super::BoxBody {
+        let frames = (0..n).map(|i| Ok::<_, BoxError>(Frame::data(Bytes::from(vec![i as u8; 10]))));
+        boxed(StreamBody::new(futures_util::stream::iter(frames)))
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_goes_on_in_pieces_and_whole() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let body = boxed(Full::new(Bytes::from(data.clone())));
+        let (mut unread, cut) = watched(body, Duration::from_secs(10));
+        assert_eq!(unread.size_hint().exact(), Some(100_000));
+        let mut got = Vec::new();
+        let mut pieces = 0;
+        while let Some(frame) = unread.frame().await {
+            let piece = frame.unwrap().into_data().unwrap();
+            assert!(piece.len() <= UNREAD_PIECE, "{}", piece.len());
+            got.extend_from_slice(&piece);
+            pieces += 1;
+            assert_eq!(
+                unread.size_hint().exact(),
+                Some((data.len() - got.len()) as u64)
+            );
+        }
+        assert_eq!(got, data);
+        assert_eq!(pieces, 7);
+        assert!(unread.is_end_stream());
+        assert!(!cut.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_body_not_asked_for_more_within_the_limit_is_let_go() {
+        let (mut unread, cut) = watched(frames(3), Duration::from_millis(50));
+        assert!(unread.frame().await.unwrap().is_ok());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(cut.load(Ordering::SeqCst), "the watchdog did not cut");
+        assert!(!unread.is_end_stream(), "a cut body is not a whole one");
+        assert!(unread.frame().await.unwrap().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_body_waiting_on_its_upstream_is_never_cut() {
+        let idle = futures_util::stream::pending::<Result<Frame<Bytes>, BoxError>>();
+        let (mut unread, cut) = watched(boxed(StreamBody::new(idle)), Duration::from_millis(50));
+        let first = tokio::time::timeout(Duration::from_millis(20), unread.frame()).await;
+        assert!(first.is_err(), "the idle body answered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!cut.load(Ordering::SeqCst), "an upstream's silence was cut");
+        let again = tokio::time::timeout(Duration::from_millis(20), unread.frame()).await;
+        assert!(again.is_err(), "the idle body answered");
+    }
+}

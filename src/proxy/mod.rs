@@ -91,6 +91,7 @@ impl ProxyService {
         // lands meanwhile applies to the next request, not to this one.
         let snap = self.runtime.snapshot();
         let method = req.method().clone();
+        let h2 = req.version() == http::Version::HTTP_2;
         let mut seen = Seen::default();
         let rt = &self.runtime;
         let res = proxy(rt, &snap, req, peer, &mut seen)
@@ -120,6 +121,17 @@ impl ProxyService {
         }
         if let Ok(v) = HeaderValue::from_bytes(&id.0) {
             res.headers_mut().insert(REQUEST_ID, v);
+        }
+        // An HTTP/1.1 client that stops reading is caught by its socket's
+        // send timeout; an h2 stream can stall while its connection flows.
+        if h2 && !res.body().is_end_stream() {
+            let runtime = self.runtime.clone();
+            res = res.map(|b| {
+                body::boxed(body::Unread::new(b, snap.limits.send_timeout, move || {
+                    debug!("an h2 client stopped reading its response: stream let go");
+                    runtime.metrics.send_timeout();
+                }))
+            });
         }
         Ok(res)
     }

@@ -18,7 +18,7 @@
 //! | `scrim_upstream_busy` | upstream | HTTP/1.1 connections carrying a request that holds a slot, against `max_connections` |
 //! | `scrim_key_version` | | the active key version |
 //! | `scrim_reloads_total` | outcome | reloads (SIGHUP, admin API): ok or refused |
-//! | `scrim_send_timeouts_total` | | client connections closed because the client stopped reading (`send_timeout_ms`) |
+//! | `scrim_send_timeouts_total` | | client connections closed, and h2 streams let go, because the client stopped reading (`send_timeout_ms`) |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -188,7 +188,7 @@ impl Metrics {
         let send_timeouts = Counter::default();
         registry.register(
             "send_timeouts",
-            "Client connections closed because the client stopped reading its response",
+            "Client connections closed, and h2 streams let go, because the client stopped reading its response",
             send_timeouts.clone(),
         );
         // Every reason and outcome shows from the start at 0, so a rate()
@@ -310,7 +310,7 @@ impl Metrics {
         self.reloads.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
-    /// A client connection closed by the send timeout.
+    /// A client connection closed, or an h2 stream let go, by the send timeout.
     pub fn send_timeout(&self) {
         self.send_timeouts.inc();
     }

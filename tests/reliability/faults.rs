@@ -1022,6 +1022,75 @@ async fn clients_that_stop_reading() {
         );
     }
 
+    // An h2 stream whose window stays shut while its connection flows: the
+    // socket's timeout cannot see it, the stream's watchdog does.
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut h2, mut conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .unwrap();
+    let (open_window, opened) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = &mut conn => return,
+            _ = opened => {}
+        }
+        let _ = conn.set_initial_window_size(1 << 20);
+        let _ = conn.await;
+    });
+    let what = "an h2 stream behind a shut window";
+    let get = Request::get(proxy.url("/pass/endless")).body(()).unwrap();
+    let (response, _) = h2.send_request(get, true).unwrap();
+    let head = ps::within("the h2 stream's head", WAIT, response).await;
+    let reached = endless_reached + 1;
+    let held_then_freed = async {
+        let t = Instant::now();
+        loop {
+            let got = up
+                .requests()
+                .iter()
+                .filter(|r| r.path_and_query.ends_with("/endless"))
+                .count();
+            let m = proxy.metrics();
+            if got >= reached && crate::operations::sample(&m, busy) == Some(0.0) {
+                return Ok(());
+            }
+            if t.elapsed() > Duration::from_secs(5) {
+                return Err(format!("after 5 s: {got} of {reached} reached; {m}"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    c.check(
+        &format!("{what}: the upstream connection is let go"),
+        held_then_freed.await,
+    );
+    c.check(
+        &format!("{what}: the next request gets the upstream connection"),
+        next_is_served(what).await,
+    );
+    // Once its window opens, the stream ends in a reset, not as a short
+    // body passed off as the whole response.
+    let _ = open_window.send(());
+    let reset = async {
+        let mut body = head.map_err(|e| e.to_string())?.into_body();
+        let end = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match body.data().await {
+                    Some(Ok(_)) => {}
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .map_err(|_| "still open 5 s after its window opened".to_string())?;
+        ensure(matches!(end, Some(Err(_))), || {
+            format!("ended without an error: {end:?}")
+        })
+    };
+    c.check(&format!("{what}: the stream is reset"), reset.await);
+
     // A client that reads slowly but keeps reading gets the whole body,
     // however long that takes in all.
     let get = Request::get(proxy.url("/pass/big"))
@@ -1049,8 +1118,8 @@ async fn clients_that_stop_reading() {
     let m = proxy.metrics();
     let cut = crate::operations::sample(&m, "scrim_send_timeouts_total");
     c.check(
-        "scrim_send_timeouts_total counts the two cut off, not the slow reader",
-        ensure(cut == Some(2.0), || format!("{cut:?}")),
+        "scrim_send_timeouts_total counts the three cut off, not the slow reader",
+        ensure(cut == Some(3.0), || format!("{cut:?}")),
     );
     proxy.stop().await;
     c.finish();
