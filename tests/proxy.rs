@@ -2016,20 +2016,40 @@ fn a_send_timeout_of_zero_is_refused() {
     assert_eq!(c.limits.send_timeout, Duration::from_secs(60));
 }
 
-/// A client that stops reading its response is cut off once a write to it
-/// has waited `send_timeout_ms`: the response stops holding the upstream's
-/// one connection (`max_connections = 1`), and the next request gets it.
-#[tokio::test]
-async fn a_client_that_stops_reading_is_cut_off_and_frees_the_upstream_connection() {
+/// scrim passing `/pass/` through to [`endless_upstream`] over at most one
+/// upstream connection, with the given send timeout (ms).
+async fn one_connection_to_an_endless_upstream(send_timeout_ms: u64) -> (Upstream, Proxy) {
     let up = endless_upstream().await;
     let routes = "[[route]]\npath_prefix = \"/pass/\"\nupstream = \"up\"\npass_through = true\n";
     let cfg = config(
         &up.url(),
         "max_connections = 1\nresponse_timeout_ms = 5000",
-        "send_timeout_ms = 300",
+        &format!("send_timeout_ms = {send_timeout_ms}"),
         routes,
     );
     let proxy = Proxy::start(tempdir(), &cfg).await;
+    (up, proxy)
+}
+
+/// A request behind a stalled one gets the upstream's one connection
+/// within 3 s: the stall let it go.
+async fn the_next_request_is_served_at_once(proxy: &Proxy) {
+    let started = Instant::now();
+    let reply = send_event(&h1_client(), proxy, "/pass/x").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the next request waited {:?}",
+        started.elapsed()
+    );
+}
+
+/// A client that stops reading its response is cut off once a write to it
+/// has waited `send_timeout_ms`: the response stops holding the upstream's
+/// one connection (`max_connections = 1`), and the next request gets it.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_and_frees_the_upstream_connection() {
+    let (_up, proxy) = one_connection_to_an_endless_upstream(300).await;
 
     // A raw client that sends one request and never reads.
     let mut stalled = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
@@ -2046,14 +2066,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_frees_the_upstream_connectio
     })
     .await;
 
-    let started = Instant::now();
-    let reply = send_event(&h1_client(), &proxy, "/pass/x").await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "the next request waited {:?}",
-        started.elapsed()
-    );
+    the_next_request_is_served_at_once(&proxy).await;
     // The stalled client's connection was closed: reading what it was sent
     // ends (EOF or reset), it does not hang.
     let mut sink = vec![0u8; 1 << 20];
@@ -2104,33 +2117,9 @@ async fn a_client_that_stops_reading_is_cut_off_and_frees_the_upstream_connectio
 /// as a whole response.
 #[tokio::test]
 async fn an_h2_stream_its_client_stops_reading_frees_the_upstream_connection() {
-    let up = endless_upstream().await;
-    let routes = "[[route]]\npath_prefix = \"/pass/\"\nupstream = \"up\"\npass_through = true\n";
-    let cfg = config(
-        &up.url(),
-        "max_connections = 1\nresponse_timeout_ms = 5000",
-        "send_timeout_ms = 500",
-        routes,
-    );
-    let proxy = Proxy::start(tempdir(), &cfg).await;
+    let (_up, proxy) = one_connection_to_an_endless_upstream(500).await;
 
-    // h2c with prior knowledge, every stream's window 0: the head can
-    // come, no data can, while the connection itself stays busy and open.
-    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let (mut client, mut conn) = h2::client::Builder::new()
-        .initial_window_size(0)
-        .handshake::<_, Bytes>(tcp)
-        .await
-        .unwrap();
-    let (open_window, opened) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = &mut conn => return,
-            _ = opened => {}
-        }
-        conn.set_initial_window_size(1 << 20).unwrap();
-        let _ = conn.await;
-    });
+    let (mut client, open_window) = h2_shut_window_client(proxy.addr).await;
     let get = Request::get(proxy.url("/pass/endless")).body(()).unwrap();
     let (response, _) = client.send_request(get, true).unwrap();
     let res = within("the stalled stream's head", WAIT, response)
@@ -2140,14 +2129,7 @@ async fn an_h2_stream_its_client_stops_reading_frees_the_upstream_connection() {
     let busy = "scrim_upstream_busy{upstream=\"up\"}";
     assert_eq!(sample(&proxy.metrics(), busy), Some(1.0));
 
-    let started = Instant::now();
-    let reply = send_event(&h1_client(), &proxy, "/pass/x").await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "the next request waited {:?}",
-        started.elapsed()
-    );
+    the_next_request_is_served_at_once(&proxy).await;
     let m = proxy.metrics();
     assert_eq!(sample(&m, busy), Some(0.0));
     assert_eq!(sample(&m, "scrim_send_timeouts_total"), Some(1.0), "{m}");

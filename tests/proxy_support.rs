@@ -384,6 +384,33 @@ pub async fn endless_upstream() -> Upstream {
 /// The size of [`endless_upstream`]'s `/big` answer: 2 MiB.
 pub const BIG: usize = 2 << 20;
 
+/// An h2c client (prior knowledge) whose streams all start with a window
+/// of 0: response heads come, no data can, while the connection itself
+/// flows. Sending on the channel opens every stream's window (1 MiB).
+pub async fn h2_shut_window_client(
+    addr: SocketAddr,
+) -> (
+    h2::client::SendRequest<Bytes>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, mut conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .unwrap();
+    let (open_window, opened) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = &mut conn => return,
+            _ = opened => {}
+        }
+        let _ = conn.set_initial_window_size(1 << 20);
+        let _ = conn.await;
+    });
+    (client, open_window)
+}
+
 // --- scrim -------------------------------------------------------------------
 
 /// A running scrim and the directory its config (and rule, cert files) live in.

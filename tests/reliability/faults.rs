@@ -943,6 +943,29 @@ async fn closed_within(s: &mut TcpStream, limit: Duration) -> Res {
     ensure(closed.is_ok(), || format!("still open after {limit:?}"))
 }
 
+/// Waits until `reached` requests for `/endless` have reached the upstream
+/// (so the stalled one held the one connection) and that connection has
+/// been let go: nothing is read meanwhile, as reading would unstall it.
+async fn held_then_freed(up: &ps::Upstream, proxy: &Proxy, reached: usize) -> Res {
+    let busy = "scrim_upstream_busy{upstream=\"up\"}";
+    let t = Instant::now();
+    loop {
+        let got = up
+            .requests()
+            .iter()
+            .filter(|r| r.path_and_query.ends_with("/endless"))
+            .count();
+        let m = proxy.metrics();
+        if got >= reached && crate::operations::sample(&m, busy) == Some(0.0) {
+            return Ok(());
+        }
+        if t.elapsed() > Duration::from_secs(5) {
+            return Err(format!("after 5 s: {got} of {reached} reached; {m}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_stop_reading() {
     let mut c = Cases::new(
@@ -958,7 +981,6 @@ async fn clients_that_stop_reading() {
     );
     let proxy = Proxy::start(ps::tempdir(), &cfg).await;
     let client = ps::h1_client();
-    let busy = "scrim_upstream_busy{upstream=\"up\"}";
     let next_is_served = |what: &'static str| {
         let (client, url) = (client.clone(), proxy.url("/pass/small"));
         async move {
@@ -985,32 +1007,10 @@ async fn clients_that_stop_reading() {
         (1 << 20, "an endless body, read 1 MiB then stopped"),
     ] {
         let mut s = stalled_client(proxy.addr, "/pass/endless", read_first).await;
-        // Nothing more is read until the stalled request has reached the
-        // upstream (so it held the one connection) and the connection has
-        // been let go: reading would unstall it.
-        let reached = endless_reached + 1;
-        let held_then_freed = async {
-            let t = Instant::now();
-            loop {
-                let got = up
-                    .requests()
-                    .iter()
-                    .filter(|r| r.path_and_query.ends_with("/endless"))
-                    .count();
-                let m = proxy.metrics();
-                if got >= reached && crate::operations::sample(&m, busy) == Some(0.0) {
-                    return Ok(());
-                }
-                if t.elapsed() > Duration::from_secs(5) {
-                    return Err(format!("after 5 s: {got} of {reached} reached; {m}"));
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        };
-        endless_reached = reached;
+        endless_reached += 1;
         c.check(
             &format!("{what}: the upstream connection is let go"),
-            held_then_freed.await,
+            held_then_freed(&up, &proxy, endless_reached).await,
         );
         c.check(
             &format!("{what}: the client's connection is closed"),
@@ -1024,47 +1024,14 @@ async fn clients_that_stop_reading() {
 
     // An h2 stream whose window stays shut while its connection flows: the
     // socket's timeout cannot see it, the stream's watchdog does.
-    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
-    let (mut h2, mut conn) = h2::client::Builder::new()
-        .initial_window_size(0)
-        .handshake::<_, Bytes>(tcp)
-        .await
-        .unwrap();
-    let (open_window, opened) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = &mut conn => return,
-            _ = opened => {}
-        }
-        let _ = conn.set_initial_window_size(1 << 20);
-        let _ = conn.await;
-    });
+    let (mut h2, open_window) = ps::h2_shut_window_client(proxy.addr).await;
     let what = "an h2 stream behind a shut window";
     let get = Request::get(proxy.url("/pass/endless")).body(()).unwrap();
     let (response, _) = h2.send_request(get, true).unwrap();
     let head = ps::within("the h2 stream's head", WAIT, response).await;
-    let reached = endless_reached + 1;
-    let held_then_freed = async {
-        let t = Instant::now();
-        loop {
-            let got = up
-                .requests()
-                .iter()
-                .filter(|r| r.path_and_query.ends_with("/endless"))
-                .count();
-            let m = proxy.metrics();
-            if got >= reached && crate::operations::sample(&m, busy) == Some(0.0) {
-                return Ok(());
-            }
-            if t.elapsed() > Duration::from_secs(5) {
-                return Err(format!("after 5 s: {got} of {reached} reached; {m}"));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
     c.check(
         &format!("{what}: the upstream connection is let go"),
-        held_then_freed.await,
+        held_then_freed(&up, &proxy, endless_reached + 1).await,
     );
     c.check(
         &format!("{what}: the next request gets the upstream connection"),
