@@ -157,11 +157,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, body_rewritten: bool) {
         body_rewritten && (name == header::CONTENT_LENGTH || name == header::CONTENT_ENCODING)
     };
     // Without a hop-by-hop header there is no `Connection` header either,
-    // so nothing it names: the usual map is looked at once and left.
-    if !headers.keys().any(|n| is_hop_by_hop(n) || framing(n)) {
+    // so nothing it names: the usual request is looked at once and left.
+    let (mut any, mut only_connection) = (false, true);
+    for n in headers.keys() {
+        if is_hop_by_hop(n) || framing(n) {
+            any = true;
+            only_connection &= n == header::CONNECTION;
+        }
+    }
+    if !any {
         return;
     }
     let named_by_connection = ConnectionNames::of(headers);
+    // The usual response: `Connection: keep-alive` alone, naming nothing.
+    if only_connection && named_by_connection.0.is_empty() {
+        headers.remove(header::CONNECTION);
+        return;
+    }
     let doomed = |name: &HeaderName| {
         is_hop_by_hop(name) || named_by_connection.names(name.as_str()) || framing(name)
     };
@@ -200,5 +212,109 @@ impl ConnectionNames {
 
     fn names(&self, n: &str) -> bool {
         self.0.iter().any(|t| t == n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            let name = HeaderName::from_bytes(k.as_bytes()).unwrap();
+            h.append(name, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn names(h: &HeaderMap) -> Vec<&str> {
+        let mut v: Vec<_> = h.keys().map(HeaderName::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_stripped() {
+        // Headers in, whether the body was rewritten, names left.
+        type Case<'a> = (&'a [(&'a str, &'a str)], bool, &'a [&'a str]);
+        let cases: &[Case] = &[
+            // Nothing to strip.
+            (
+                &[("content-type", "text/plain"), ("x-a", "1")],
+                false,
+                &["content-type", "x-a"],
+            ),
+            // The usual response: `Connection` alone, naming nothing.
+            (
+                &[("connection", "keep-alive"), ("x-a", "1")],
+                false,
+                &["x-a"],
+            ),
+            (&[("connection", "Close")], false, &[]),
+            // `Connection` naming a header: both go.
+            (
+                &[
+                    ("connection", "keep-alive, X-Trace"),
+                    ("x-trace", "t"),
+                    ("x-a", "1"),
+                ],
+                false,
+                &["x-a"],
+            ),
+            (
+                &[
+                    ("connection", "close"),
+                    ("connection", "x-trace"),
+                    ("x-trace", "t"),
+                ],
+                false,
+                &[],
+            ),
+            // Other hop-by-hop headers, with or without `Connection`.
+            (
+                &[
+                    ("keep-alive", "timeout=5"),
+                    ("connection", "keep-alive"),
+                    ("x-a", "1"),
+                ],
+                false,
+                &["x-a"],
+            ),
+            (
+                &[
+                    ("transfer-encoding", "chunked"),
+                    ("te", "trailers"),
+                    ("x-a", "1"),
+                ],
+                false,
+                &["x-a"],
+            ),
+            // A rewritten body's length and encoding go with them.
+            (
+                &[
+                    ("content-length", "3"),
+                    ("content-encoding", "gzip"),
+                    ("x-a", "1"),
+                ],
+                true,
+                &["x-a"],
+            ),
+            (
+                &[("content-length", "3"), ("x-a", "1")],
+                false,
+                &["content-length", "x-a"],
+            ),
+            (
+                &[("content-length", "3"), ("connection", "keep-alive")],
+                true,
+                &[],
+            ),
+        ];
+        for (pairs, rewritten, left) in cases {
+            let mut h = map(pairs);
+            strip_hop_by_hop(&mut h, *rewritten);
+            assert_eq!(names(&h), *left, "{pairs:?}, rewritten: {rewritten}");
+        }
     }
 }

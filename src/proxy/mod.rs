@@ -251,11 +251,14 @@ async fn proxy<'s>(
         path_and_query.push('?');
         path_and_query.push_str(&query);
     }
-    let uri = Uri::builder()
-        .scheme(upstream.scheme.clone())
-        .authority(upstream.authority.clone())
-        .path_and_query(path_and_query)
-        .build()
+    // From parts rather than `Uri::builder()`, whose steps each move the
+    // whole of a URI's parts through a `Result`: asked of every request.
+    let invalid = |_| ProxyError::BadRequest("the rewritten path is not a valid URI");
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(upstream.scheme.clone());
+    uri.authority = Some(upstream.authority.clone());
+    uri.path_and_query = Some(http::uri::PathAndQuery::try_from(path_and_query).map_err(invalid)?);
+    let uri = Uri::from_parts(uri)
         .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid URI"))?;
 
     // --- phase 3: headers ---------------------------------------------------
@@ -280,18 +283,17 @@ async fn proxy<'s>(
         // from its head, as nginx's `return` does, counts it against the
         // connection as a flood), and it can go again if an h2 upstream
         // refuses it unprocessed. Larger and chunked bodies stream.
-        let (body, replay) = match declared_len {
-            Some(n) if n <= WHOLE_PASS_THROUGH && !incoming.is_end_stream() => {
-                let whole = Bytes::from(body::collect(incoming, n, limits.body_timeout).await?);
-                (whole_body(whole.clone()), Some(whole))
-            }
-            _ => (body::boxed(incoming), None),
+        let body = match declared_len {
+            Some(n) if n <= WHOLE_PASS_THROUGH && !incoming.is_end_stream() => Outbound::Whole(
+                Bytes::from(body::collect(incoming, n, limits.body_timeout).await?),
+            ),
+            _ => Outbound::Streamed(body::boxed(incoming)),
         };
         let method = std::mem::take(&mut parts.method);
         // What is left of the request head pins the connection's read
         // buffer (hyper parses without copying): let it go before the wait.
         drop(parts);
-        let (up, progress) = upstream_request(route, body, replay, method, uri, headers);
+        let (up, progress) = upstream_request(route, body, method, uri, headers);
         let res = forward(route, up, &progress, &FailureSlot::default(), seen).await?;
         return Ok(passed_back(res, upstream.response_timeout));
     }
@@ -307,11 +309,8 @@ async fn proxy<'s>(
     let coding = Coding::from_header(parts.headers.get(header::CONTENT_ENCODING))?;
     let has_body = !incoming.is_end_stream() && declared_len != Some(0);
     let failure = FailureSlot::default();
-    let (body, replay): (BoxBody, Option<Bytes>) = if !has_body {
-        (
-            Empty::new().map_err(|never| match never {}).boxed_unsync(),
-            None,
-        )
+    let body = if !has_body {
+        Outbound::Streamed(Empty::new().map_err(|never| match never {}).boxed_unsync())
     } else {
         // A route may declare the real format (sendBeacon posts JSON as text/plain).
         let format = match route.cfg.body_format {
@@ -336,7 +335,7 @@ async fn proxy<'s>(
                     let metrics = route.metrics.clone();
                     move |s| metrics.record(s)
                 }));
-                (body::boxed(streaming), None)
+                Outbound::Streamed(body::boxed(streaming))
             }
             format => {
                 if declared_len.is_some_and(|n| n > limits.max_body_bytes) {
@@ -365,7 +364,7 @@ async fn proxy<'s>(
                 }
                 let encoded = Bytes::from(encoding::encode_all(coding, out));
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(encoded.len()));
-                (whole_body(encoded.clone()), Some(encoded))
+                Outbound::Whole(encoded)
             }
         }
     };
@@ -379,7 +378,7 @@ async fn proxy<'s>(
     // --- phase 5: forward ---------------------------------------------------
     let method = std::mem::take(&mut parts.method);
     drop(parts);
-    let (up, progress) = upstream_request(route, body, replay, method, uri, headers);
+    let (up, progress) = upstream_request(route, body, method, uri, headers);
     let res = forward(route, up, &progress, &failure, seen).await?;
 
     // --- phase 6: response --------------------------------------------------
@@ -442,15 +441,27 @@ async fn proxy<'s>(
 /// tracked (for the response timeout, see [`forward`]); `replay` is the
 /// body when it is held whole, so that it can go again (see
 /// [`upstream::Outgoing`]).
+/// A request body as it leaves: held whole (and so able to go again if an
+/// h2 upstream refuses it unprocessed), or streamed.
+enum Outbound {
+    Whole(Bytes),
+    Streamed(BoxBody),
+}
+
 fn upstream_request(
     route: &Route,
-    body: BoxBody,
-    replay: Option<Bytes>,
+    body: Outbound,
     method: http::Method,
     uri: Uri,
     headers: http::HeaderMap,
 ) -> (upstream::Outgoing, body::Progress) {
     let progress = body::Progress::new();
+    // One box around the whole stack: a whole body boxed on its own too
+    // would cost every request an allocation and a dynamic call per frame.
+    let (body, replay) = match body {
+        Outbound::Whole(b) => (http_body_util::Either::Left(Full::new(b.clone())), Some(b)),
+        Outbound::Streamed(b) => (http_body_util::Either::Right(b), None),
+    };
     let body = body::Counted::new(body, route.metrics.bytes_out.clone());
     let mut up = Request::new(body::boxed(body::Tracked::new(body, progress.clone())));
     *up.method_mut() = method;
