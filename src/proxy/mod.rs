@@ -225,16 +225,18 @@ async fn proxy<'s>(
     // --- phase 2: query -----------------------------------------------------
     // The names (never the values) of what no rule named, for the
     // unknown-field report; lent from a per-thread pool, so a request that
-    // drops the fields the last one did allocates nothing for it.
-    let mut unknown = UnknownFields::lend();
+    // drops the fields the last one did allocates nothing for it. A
+    // pass-through route names nothing and borrows none.
+    let mut unknown = None;
     let mut query = String::new();
     let pass_through = route.cfg.pass_through;
     if let Some(q) = req.uri().query().filter(|q| !q.is_empty()) {
         if pass_through {
             query.push_str(q);
         } else {
+            let unknown = unknown.get_or_insert_with(UnknownFields::lend);
             engine
-                .query_reporting(q, &mut query, &mut unknown)
+                .query_reporting(q, &mut query, unknown)
                 .map_err(refused)?;
         }
     }
@@ -303,6 +305,7 @@ async fn proxy<'s>(
         let res = forward(route, up, &progress, &FailureSlot::default(), seen).await?;
         return Ok(passed_back(res, upstream.response_timeout));
     }
+    let mut unknown = unknown.unwrap_or_else(UnknownFields::lend);
     let mut headers = headers::request_headers_reporting(
         &parts.headers,
         engine,
