@@ -124,6 +124,10 @@ fn config(up_url: &str, upstream_extra: &str, limits: &str, routes: &str) -> Str
     )
 }
 
+/// One route passing `/pass/` through to the upstream `up`.
+const PASS_ROUTE: &str =
+    "[[route]]\npath_prefix = \"/pass/\"\nupstream = \"up\"\npass_through = true\n";
+
 /// POSTs [`event_json`] to `path` of `proxy`.
 async fn send_event(client: &HttpClient, proxy: &Proxy, path: &str) -> Reply {
     send(
@@ -1750,10 +1754,9 @@ async fn upstream_connections_are_kept_and_one_the_upstream_closed_is_not_reused
 /// A proxy whose `/pass/` route passes through to the raw upstream at
 /// `addr`, with `upstream_extra` in the upstream's table.
 async fn pass_through_to(addr: std::net::SocketAddr, upstream_extra: &str) -> Proxy {
-    let routes = "[[route]]\npath_prefix = \"/pass/\"\nupstream = \"up\"\npass_through = true\n";
     Proxy::start(
         tempdir(),
-        &config(&format!("http://{addr}"), upstream_extra, "", routes),
+        &config(&format!("http://{addr}"), upstream_extra, "", PASS_ROUTE),
     )
     .await
 }
@@ -1984,35 +1987,36 @@ async fn waiting_for_an_upstream_connection_counts_against_the_response_timeout(
     );
 }
 
+/// Loads, as `scrim.toml`, a config of [`PASS_ROUTE`] to an upstream with
+/// `upstream_extra`, and `limits`.
+fn load_pass(
+    upstream_extra: &str,
+    limits: &str,
+) -> Result<scrim::config::Config, scrim::config::ConfigError> {
+    let dir = tempdir();
+    let text = config("http://127.0.0.1:9", upstream_extra, limits, PASS_ROUTE);
+    scrim::config::load_str(&text, &dir.path().join("scrim.toml"))
+}
+
 #[test]
 fn max_connections_of_zero_is_refused() {
-    let dir = tempdir();
-    let path = dir.path().join("scrim.toml");
-    let routes = "[[route]]\npath_prefix = \"/pass/\"\nupstream = \"up\"\npass_through = true\n";
-    let zero = config("http://127.0.0.1:9", "max_connections = 0", "", routes);
-    let e = scrim::config::load_str(&zero, &path).expect_err("no connection allowed");
+    let e = load_pass("max_connections = 0", "").expect_err("no connection allowed");
     assert!(e.to_string().contains("max_connections = 0"), "{e}");
     assert!(e.to_string().contains("at least 1"), "{e}");
-    let one = config("http://127.0.0.1:9", "max_connections = 1", "", routes);
-    let c = scrim::config::load_str(&one, &path).expect("one connection");
+    let c = load_pass("max_connections = 1", "").expect("one connection");
     assert_eq!(c.upstreams["up"].max_connections, 1);
 }
 
 #[test]
 fn a_send_timeout_of_zero_is_refused() {
-    let dir = tempdir();
-    let path = dir.path().join("scrim.toml");
-    let routes = "[[route]]\npath_prefix = \"/pass/\"\nupstream = \"up\"\npass_through = true\n";
-    let zero = config("http://127.0.0.1:9", "", "send_timeout_ms = 0", routes);
-    let e = scrim::config::load_str(&zero, &path).expect_err("every waiting write would fail");
+    let e = load_pass("", "send_timeout_ms = 0").expect_err("every waiting write would fail");
     let e = e.to_string();
     assert!(e.contains("scrim.toml:5:"), "names the line: {e}");
     assert!(
         e.contains("send_timeout_ms = 0") && e.contains("at least 1000"),
         "{e}"
     );
-    let c = config("http://127.0.0.1:9", "", "", routes);
-    let c = scrim::config::load_str(&c, &path).expect("the default");
+    let c = load_pass("", "").expect("the default");
     assert_eq!(c.limits.send_timeout, Duration::from_secs(60));
 }
 
@@ -2020,12 +2024,11 @@ fn a_send_timeout_of_zero_is_refused() {
 /// upstream connection, with the given send timeout (ms).
 async fn one_connection_to_an_endless_upstream(send_timeout_ms: u64) -> (Upstream, Proxy) {
     let up = endless_upstream().await;
-    let routes = "[[route]]\npath_prefix = \"/pass/\"\nupstream = \"up\"\npass_through = true\n";
     let cfg = config(
         &up.url(),
         "max_connections = 1\nresponse_timeout_ms = 5000",
         &format!("send_timeout_ms = {send_timeout_ms}"),
-        routes,
+        PASS_ROUTE,
     );
     let proxy = Proxy::start(tempdir(), &cfg).await;
     (up, proxy)
@@ -2466,12 +2469,11 @@ async fn requests_waiting_for_an_h2_reconnect_fail_with_it() {
     });
     let dir = tempdir();
     std::fs::write(dir.path().join("upstream-ca.pem"), &cert.cert_pem).unwrap();
-    let routes = "[[route]]\npath_prefix = \"/pass/\"\nupstream = \"up\"\npass_through = true\n";
     let cfg = config(
         &format!("https://127.0.0.1:{port}"),
         "ca_file = \"upstream-ca.pem\"\nconnect_timeout_ms = 400",
         "",
-        routes,
+        PASS_ROUTE,
     );
     let proxy = Proxy::start(dir, &cfg).await;
     let client = h1_client();

@@ -261,13 +261,13 @@ async fn proxy<'s>(
     }
     // From parts rather than `Uri::builder()`, whose steps each move the
     // whole of a URI's parts through a `Result`: asked of every request.
-    let invalid = |_| ProxyError::BadRequest("the rewritten path is not a valid URI");
+    let invalid = || ProxyError::BadRequest("the rewritten path is not a valid URI");
     let mut uri = http::uri::Parts::default();
     uri.scheme = Some(upstream.scheme.clone());
     uri.authority = Some(upstream.authority.clone());
-    uri.path_and_query = Some(http::uri::PathAndQuery::try_from(path_and_query).map_err(invalid)?);
-    let uri = Uri::from_parts(uri)
-        .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid URI"))?;
+    uri.path_and_query =
+        Some(http::uri::PathAndQuery::try_from(path_and_query).map_err(|_| invalid())?);
+    let uri = Uri::from_parts(uri).map_err(|_| invalid())?;
 
     // --- phase 3: headers ---------------------------------------------------
     let (mut parts, incoming) = req.into_parts();
@@ -446,10 +446,6 @@ async fn proxy<'s>(
     ))
 }
 
-/// The request to the upstream: its body counted as sent and its progress
-/// tracked (for the response timeout, see [`forward`]); `replay` is the
-/// body when it is held whole, so that it can go again (see
-/// [`upstream::Outgoing`]).
 /// A request body as it leaves: held whole (and so able to go again if an
 /// h2 upstream refuses it unprocessed), or streamed.
 enum Outbound {
@@ -457,6 +453,9 @@ enum Outbound {
     Streamed(BoxBody),
 }
 
+/// The request to the upstream: its body counted as sent and its progress
+/// tracked (for the response timeout, see [`forward`]); a whole body also
+/// rides along as [`upstream::Outgoing::replay`], so that it can go again.
 fn upstream_request(
     route: &Route,
     body: Outbound,

@@ -359,6 +359,7 @@ impl HttpClient {
     ) -> Self {
         let default_port = if tls.is_some() { 443 } else { 80 };
         let port = cfg.authority.port_u16().unwrap_or(default_port);
+        let (max_connections, idle_timeout) = (settings.max_connections, settings.idle_timeout);
         let inner = Arc::new(PoolInner {
             name: cfg.name.clone(),
             settings,
@@ -370,7 +371,7 @@ impl HttpClient {
             h2_opened: AtomicU64::new(0),
             speaks_h2: AtomicBool::new(false),
             h2_connect: tokio::sync::Mutex::new(None),
-            slots: Arc::new(Semaphore::new(cfg.max_connections)),
+            slots: Arc::new(Semaphore::new(max_connections)),
             metrics,
             idle: Mutex::new(Vec::new()),
         });
@@ -379,7 +380,7 @@ impl HttpClient {
         // would otherwise keep open. It ends with the client (once no
         // snapshot holds it). Without a runtime (`scrim check`) nothing sends.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(sweep(Arc::downgrade(&inner), cfg.idle_timeout));
+            rt.spawn(sweep(Arc::downgrade(&inner), idle_timeout));
         }
         Self { inner }
     }
