@@ -4,8 +4,8 @@
 //! - `compile`: `rules/audience-analytics.toml` into a plan.
 //! - `hmac`: one field per kind, normalisation and token string included;
 //!   `url_page` is a page URL of the webinar batch; `ip_token_v4` formats
-//!   the token address with `to_string`, `ip_field_v4` is an IP field as
-//!   the engine writes it (`Pseudonymiser::apply`).
+//!   the token address with `to_string`, `ip_field_v4` and `ip_field_v6`
+//!   are IP fields as the engine writes them (`Pseudonymiser::apply`).
 //! - `webinar_batch`: 1000 generated webinar chat events (1,074,870 bytes,
 //!   1.07 KB each), five fields pseudonymised (id, name, email, IP token,
 //!   page URL) and one chat message scrubbed (an email and a phone number)
@@ -14,6 +14,11 @@
 //!   transform; `scrim_engine_guard` is `scrim_engine` with the leak guard
 //!   scrubbing (`LeakMode::Scrub`, the proxy's default);
 //!   `scrim_audience_analytics` runs the shipped rule file.
+//! - `load_events`: 1000 events as the load benchmark sends them
+//!   (`load/events.lua`) under its rules (`load/pseudo-rules.toml`: a name,
+//!   an email and an IP pseudonymised, 7 fields dropped), engine with and
+//!   without the leak guard against the round trip: the engine's share of
+//!   the load benchmark's pseudonymising route.
 //! - `ndjson`: the same batch as one NDJSON body; `form`: 1000 Snowplow
 //!   pixels under `rules/snowplow-pixel.toml`.
 //! - `scrub`: one chat message (an email, a phone number and an IP address
@@ -688,6 +693,15 @@ fn hmac(c: &mut Criterion) {
         ip_mode: IpMode::Token,
         url: UrlSpec::default(),
     };
+    // A page URL of the webinar batch: three parameters kept or tokenised.
+    let url_spec = UrlSpec {
+        keep_params: vec![
+            "utm_source".into(),
+            "utm_medium".into(),
+            "utm_campaign".into(),
+        ],
+        ..Default::default()
+    };
     if let Some(rounds) = rounds() {
         const N: u32 = 20_000;
         fn times(f: &dyn Fn()) -> impl FnMut() + '_ {
@@ -721,18 +735,31 @@ fn hmac(c: &mut Criterion) {
                 &mut times(&|| {
                     black_box(p.apply(&ip_spec, black_box("203.0.113.77")));
                 }),
+                &mut times(&|| {
+                    black_box(p.name(black_box("Zoë Çelik"), Some("Participant")));
+                }),
+                &mut times(&|| {
+                    black_box(p.apply(&ip_spec, black_box("2001:db8:85a3::8a2e:370:7334")));
+                }),
+                &mut times(&|| {
+                    black_box(p.url(black_box(PAGE_URL), &url_spec));
+                }),
             ],
         );
         let ns = |i: usize| best[i] / f64::from(N);
         eprintln!(
             "hmac, best of {rounds} interleaved rounds, ns: id {:.0}, email_ascii {:.0}, \
-             name_ascii {:.0}, ip_token_v4 {:.0}, email_unicode {:.0}, ip_field_v4 {:.0}",
+             name_ascii {:.0}, ip_token_v4 {:.0}, email_unicode {:.0}, ip_field_v4 {:.0}, \
+             name_unicode {:.0}, ip_field_v6 {:.0}, url_page {:.0}",
             ns(0),
             ns(1),
             ns(2),
             ns(3),
             ns(4),
-            ns(5)
+            ns(5),
+            ns(6),
+            ns(7),
+            ns(8)
         );
     }
     let mut g = c.benchmark_group("hmac");
@@ -761,17 +788,11 @@ fn hmac(c: &mut Criterion) {
     g.bench_function("ip_field_v4", |b| {
         b.iter(|| p.apply(&ip_spec, black_box("203.0.113.77")))
     });
-    // A page URL of the webinar batch: three parameters kept or tokenised.
-    let url_spec = UrlSpec {
-        keep_params: vec![
-            "utm_source".into(),
-            "utm_medium".into(),
-            "utm_campaign".into(),
-        ],
-        ..Default::default()
-    };
     g.bench_function("url_page", |b| {
         b.iter(|| p.url(black_box(PAGE_URL), &url_spec))
+    });
+    g.bench_function("ip_field_v6", |b| {
+        b.iter(|| p.apply(&ip_spec, black_box("2001:db8:85a3::8a2e:370:7334")))
     });
     g.bench_function("ip_token_v6", |b| {
         b.iter(|| {
@@ -899,6 +920,165 @@ fn webinar_batch(c: &mut Criterion) {
                 out.clear();
                 shipped.json(black_box(e), &mut out).unwrap();
                 black_box(&out);
+            }
+        })
+    });
+    g.finish();
+}
+
+/// One event as `load/events.lua` sends it: the template and the counter's
+/// arithmetic of that script, so this group and the load benchmark measure
+/// the same documents under the same rules.
+fn load_event(seed: u64, n: u64) -> Vec<u8> {
+    const FIRST: &[&str] = &[
+        "Anna", "Mads", "Sofie", "Lars", "Freja", "Jens", "Ida", "Mikkel", "Karen", "Søren",
+        "Emma", "Oliver", "Line", "Rasmus", "Maja", "Ørjan",
+    ];
+    const LAST: &[&str] = &[
+        "Hansen",
+        "Jensen",
+        "Nielsen",
+        "Pedersen",
+        "Andersen",
+        "Christensen",
+        "Larsen",
+        "Sørensen",
+        "Rasmussen",
+        "Jørgensen",
+        "Petersen",
+        "Madsen",
+    ];
+    const FEATURES: &[&str] = &[
+        "chat",
+        "poll",
+        "q-and-a",
+        "screen-share",
+        "reactions",
+        "handout",
+    ];
+    let f = FIRST[(n % 16) as usize];
+    let l = LAST[(n * 7 % 12) as usize];
+    // Lua's `%s` of `f:lower()` lower-cases ASCII only.
+    let (fl, ll) = (f.to_ascii_lowercase(), l.to_ascii_lowercase());
+    format!(
+        concat!(
+            r#"{{"event":"webinar.attended","type":"track","message_id":"m-{seed}-{n}","#,
+            r#""timestamp":"2024-05-14T09:{:02}:{:02}.{:03}Z","#,
+            r#""webinar":{{"id":"wb-{}","title":"Quarterly product update for customers in the Nordics","language":"da"}},"#,
+            r#""participant":{{"name":"{f} {l}","email":"{fl}.{ll}.{seed}.{n}@example.dk","ip":"{}.{}.{}.{}","#,
+            r#""role":"attendee","registered_via":"landing-page"}},"#,
+            r#""context":{{"user_agent":"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36","#,
+            r#""country":"DK","screen":"1920x1080","locale":"da-DK","timezone":"Europe/Copenhagen","#,
+            r#""library":{{"name":"webinar-sdk","version":"3.4.1"}}}},"#,
+            r#""properties":{{"duration_s":{},"feature":"{}","poll_id":"poll-{}","answer":"B","#,
+            r#""questions_asked":{},"camera_on":true,"microphone_on":false,"reactions":{},"#,
+            r#""attention_score":0.87,"device_id":"d-{:08x}-{:04x}"}},"#,
+            r#""internal":{{"debug":"edge=cph-2 build=2024.05.1 shard={}","trace_id":"{:016x}"}}}}"#,
+        ),
+        n % 60,
+        n * 13 % 60,
+        n % 1000,
+        n % 500,
+        10 + n % 200,
+        n / 65536 % 256,
+        n / 256 % 256,
+        n % 256,
+        n % 3600,
+        FEATURES[(n % 6) as usize],
+        n % 40,
+        n % 5,
+        n % 17,
+        n % 4_294_967_296,
+        n % 65536,
+        n % 16,
+        n,
+        seed = seed,
+        n = n,
+        f = f,
+        l = l,
+        fl = fl,
+        ll = ll,
+    )
+    .into_bytes()
+}
+
+/// The load benchmark's documents and rules (`load/pseudo-rules.toml`: a
+/// name, an email and an IP pseudonymised, 19 fields kept, 7 dropped), the
+/// engine alone against the round trip: the engine's share of what the
+/// load benchmark's pseudonymising route costs per request.
+fn load_events(c: &mut Criterion) {
+    let events: Vec<Vec<u8>> = (0..BATCH as u64)
+        .map(|i| load_event(1, 48_213_577 + i))
+        .collect();
+    let bytes = total_len(&events);
+    let rules = include_str!("load/pseudo-rules.toml");
+    let plain = engine(rules, "pseudo-rules.toml");
+    let guarded = engine(rules, "pseudo-rules.toml").with_guard(LeakMode::Scrub);
+
+    let mut out = Vec::new();
+    let s = plain.json(&events[0], &mut out).expect("event transforms");
+    assert_eq!(s.pseudonymised, 3, "{s:?}");
+    let kept: serde_json::Value = serde_json::from_slice(&out).expect("JSON out");
+    assert!(kept["participant"]["email"]
+        .as_str()
+        .is_some_and(|e| e.ends_with("@pseudonym.invalid")));
+    assert!(kept.get("internal").is_none() && kept["context"].get("user_agent").is_none());
+    let avg = bytes as usize / events.len();
+    assert!((900..1200).contains(&avg), "events average {avg} bytes");
+
+    if let Some(rounds) = rounds() {
+        let run = |e: &Engine| {
+            let mut out = Vec::with_capacity(4096);
+            for ev in &events {
+                out.clear();
+                e.json(black_box(ev), &mut out).unwrap();
+                black_box(&out);
+            }
+        };
+        let roundtrip = || {
+            for ev in &events {
+                let v: serde_json::Value = serde_json::from_slice(black_box(ev)).unwrap();
+                black_box(serde_json::to_vec(&v).unwrap());
+            }
+        };
+        let best = best_of(
+            rounds,
+            &mut [&mut || run(&plain), &mut || roundtrip(), &mut || {
+                run(&guarded)
+            }],
+        );
+        let per = |ns: f64| ns / BATCH as f64 / 1000.0;
+        eprintln!(
+            "load_events, best of {rounds} interleaved rounds: engine {:.2} µs/event, \
+             round trip {:.2}, engine+guard {:.2}; throughput against the round trip: \
+             engine {:.2}, engine+guard {:.2}",
+            per(best[0]),
+            per(best[1]),
+            per(best[2]),
+            best[1] / best[0],
+            best[1] / best[2],
+        );
+    }
+
+    let mut g = c.benchmark_group("load_events");
+    g.throughput(Throughput::Bytes(bytes));
+    for (name, e) in [("scrim_engine", &plain), ("scrim_engine_guard", &guarded)] {
+        g.bench_function(BenchmarkId::new(name, BATCH), |b| {
+            let mut out = Vec::with_capacity(4096);
+            b.iter(|| {
+                for ev in &events {
+                    out.clear();
+                    e.json(black_box(ev), &mut out).unwrap();
+                    black_box(&out);
+                }
+            })
+        });
+    }
+    g.bench_function(BenchmarkId::new("serde_json_roundtrip", BATCH), |b| {
+        b.iter(|| {
+            for ev in &events {
+                let v: serde_json::Value = serde_json::from_slice(black_box(ev)).unwrap();
+                black_box(serde_json::to_vec(&v).unwrap());
             }
         })
     });
@@ -1102,6 +1282,6 @@ fn by_size(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().without_plots();
-    targets = compile, hmac, scrub, webinar_batch, ndjson, form, by_size
+    targets = compile, hmac, scrub, webinar_batch, load_events, ndjson, form, by_size
 }
 criterion_main!(benches);
