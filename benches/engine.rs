@@ -696,6 +696,24 @@ fn best_of(rounds: u32, fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
     best
 }
 
+/// `e` over every event, each output written into `out` (cleared first).
+fn engine_over(e: &Engine, events: &[Vec<u8>], out: &mut Vec<u8>) {
+    for ev in events {
+        out.clear();
+        e.json(black_box(ev), out).unwrap();
+        black_box(&*out);
+    }
+}
+
+/// The baseline: every event parsed to a `serde_json::Value` and
+/// serialised again, nothing transformed.
+fn round_trip_over(events: &[Vec<u8>]) {
+    for ev in events {
+        let v: serde_json::Value = serde_json::from_slice(black_box(ev)).unwrap();
+        black_box(serde_json::to_vec(&v).unwrap());
+    }
+}
+
 fn total_len<T: AsRef<[u8]>>(items: &[T]) -> u64 {
     items.iter().map(|i| i.as_ref().len() as u64).sum()
 }
@@ -861,20 +879,8 @@ fn webinar_batch(c: &mut Criterion) {
     assert!((900..1200).contains(&avg), "events average {avg} bytes");
 
     if let Some(rounds) = rounds() {
-        let run = |e: &Engine| {
-            let mut out = Vec::with_capacity(4096);
-            for ev in &events {
-                out.clear();
-                e.json(black_box(ev), &mut out).unwrap();
-                black_box(&out);
-            }
-        };
-        let roundtrip = || {
-            for ev in &events {
-                let v: serde_json::Value = serde_json::from_slice(black_box(ev)).unwrap();
-                black_box(serde_json::to_vec(&v).unwrap());
-            }
-        };
+        let run = |e: &Engine| engine_over(e, &events, &mut Vec::with_capacity(4096));
+        let roundtrip = || round_trip_over(&events);
         let best = best_of(
             rounds,
             &mut [
@@ -903,56 +909,27 @@ fn webinar_batch(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(bytes));
     g.bench_function(BenchmarkId::new("scrim_engine", BATCH), |b| {
         let mut out = Vec::with_capacity(4096);
-        b.iter(|| {
-            for e in &events {
-                out.clear();
-                bench.json(black_box(e), &mut out).unwrap();
-                black_box(&out);
-            }
-        })
+        b.iter(|| engine_over(&bench, &events, &mut out))
     });
     g.bench_function(BenchmarkId::new("serde_json_roundtrip", BATCH), |b| {
-        b.iter(|| {
-            for e in &events {
-                let v: serde_json::Value = serde_json::from_slice(black_box(e)).unwrap();
-                black_box(serde_json::to_vec(&v).unwrap());
-            }
-        })
+        b.iter(|| round_trip_over(&events))
     });
     g.bench_function(BenchmarkId::new("scrim_engine_guard", BATCH), |b| {
         let mut out = Vec::with_capacity(4096);
-        b.iter(|| {
-            for e in &events {
-                out.clear();
-                guarded.json(black_box(e), &mut out).unwrap();
-                black_box(&out);
-            }
-        })
+        b.iter(|| engine_over(&guarded, &events, &mut out))
     });
     // For reference: the same walk and output with nothing to transform
     // (the bench rules without their six transforming rules): what the
     // pseudonymisation work costs on top of the walk.
     g.bench_function(BenchmarkId::new("scrim_walk_only", BATCH), |b| {
         let mut out = Vec::with_capacity(4096);
-        b.iter(|| {
-            for e in &events {
-                out.clear();
-                walk_only.json(black_box(e), &mut out).unwrap();
-                black_box(&out);
-            }
-        })
+        b.iter(|| engine_over(&walk_only, &events, &mut out))
     });
     // For reference: the shipped allow-list, which also generalises the
     // timestamp, IP and user agent and drops most of the event.
     g.bench_function(BenchmarkId::new("scrim_audience_analytics", BATCH), |b| {
         let mut out = Vec::with_capacity(4096);
-        b.iter(|| {
-            for e in &events {
-                out.clear();
-                shipped.json(black_box(e), &mut out).unwrap();
-                black_box(&out);
-            }
-        })
+        b.iter(|| engine_over(&shipped, &events, &mut out))
     });
     g.finish();
 }
@@ -1058,20 +1035,8 @@ fn load_events(c: &mut Criterion) {
     assert!((900..1200).contains(&avg), "events average {avg} bytes");
 
     if let Some(rounds) = rounds() {
-        let run = |e: &Engine| {
-            let mut out = Vec::with_capacity(4096);
-            for ev in &events {
-                out.clear();
-                e.json(black_box(ev), &mut out).unwrap();
-                black_box(&out);
-            }
-        };
-        let roundtrip = || {
-            for ev in &events {
-                let v: serde_json::Value = serde_json::from_slice(black_box(ev)).unwrap();
-                black_box(serde_json::to_vec(&v).unwrap());
-            }
-        };
+        let run = |e: &Engine| engine_over(e, &events, &mut Vec::with_capacity(4096));
+        let roundtrip = || round_trip_over(&events);
         let best = best_of(
             rounds,
             &mut [&mut || run(&plain), &mut || roundtrip(), &mut || {
@@ -1096,22 +1061,11 @@ fn load_events(c: &mut Criterion) {
     for (name, e) in [("scrim_engine", &plain), ("scrim_engine_guard", &guarded)] {
         g.bench_function(BenchmarkId::new(name, BATCH), |b| {
             let mut out = Vec::with_capacity(4096);
-            b.iter(|| {
-                for ev in &events {
-                    out.clear();
-                    e.json(black_box(ev), &mut out).unwrap();
-                    black_box(&out);
-                }
-            })
+            b.iter(|| engine_over(e, &events, &mut out))
         });
     }
     g.bench_function(BenchmarkId::new("serde_json_roundtrip", BATCH), |b| {
-        b.iter(|| {
-            for ev in &events {
-                let v: serde_json::Value = serde_json::from_slice(black_box(ev)).unwrap();
-                black_box(serde_json::to_vec(&v).unwrap());
-            }
-        })
+        b.iter(|| round_trip_over(&events))
     });
     g.finish();
 }
