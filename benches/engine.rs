@@ -66,6 +66,18 @@
 //! with the leak guard 1.12-1.19 (4.88-5.01 µs/event): on these events
 //! the leak guard adds about 2 µs to the engine's 2.84.
 //!
+//! Then (ea5674e) the leak guard: perf put 70% of its identifier search in
+//! picking each identifier's rarest byte, where `min_by_key` over `(index,
+//! &byte)` pairs stored and reloaded the pair through the stack at every
+//! byte; a loop over two locals replaced it, and a byte table the
+//! comparisons that bound each stretch. Best of 20 rounds, three runs
+//! each, 1fcdf09's engine and guard against ea5674e's in turn: engine with
+//! the leak guard on `load_events` 4.84-4.97 µs/event against 4.32-4.35
+//! (the guard's own share from about 2.0 to 1.4 µs), on `webinar_batch`
+//! 9.86-9.96 against 9.07-9.23; the engine alone unchanged (2.86-2.95 and
+//! 6.23-6.51). Callgrind: `guard::json` 12.2k to 11.1k instructions per
+//! load event, so the time went mostly in stalls, not instructions.
+//!
 //! ## Round 6 (2026-11-29, 154369e)
 //!
 //! The leak guard keeps an event's identifiers in one string and lowers
