@@ -193,7 +193,8 @@ impl Pseudonymiser {
         // A short name in ASCII and Latin-1 letters is lower-cased, trimmed
         // and collapsed on the stack: what `normalize::name` does for it
         // (such text is NFKC already, and its only whitespace is ASCII),
-        // without allocating. ASCII, the most common, in one pass.
+        // without allocating. ASCII text is lowered as it is collapsed;
+        // Latin-1 text is lowered first (two bytes per letter).
         let mut buf = [0u8; 128];
         let lowered = if raw.len() > buf.len() {
             None
