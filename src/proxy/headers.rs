@@ -158,30 +158,30 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, body_rewritten: bool) {
     };
     // Without a hop-by-hop header there is no `Connection` header either,
     // so nothing it names: the usual request is looked at once and left.
-    let (mut any, mut only_connection) = (false, true);
-    for n in headers.keys() {
-        if is_hop_by_hop(n) || framing(n) {
-            any = true;
-            only_connection &= n == header::CONNECTION;
-        }
-    }
-    if !any {
+    let counted = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n) || framing(n))
+        .count();
+    if counted == 0 {
         return;
     }
     let named_by_connection = ConnectionNames::of(headers);
-    // The usual response: `Connection: keep-alive` alone, naming nothing.
-    if only_connection && named_by_connection.0.is_empty() {
-        headers.remove(header::CONNECTION);
-        return;
-    }
     let doomed = |name: &HeaderName| {
         is_hop_by_hop(name) || named_by_connection.names(name.as_str()) || framing(name)
     };
     // What `Connection` names was read above, before it goes. One at a
     // time, without a list: there are one or two (most often `Connection`
-    // itself), and a map holds a handful of headers.
-    while let Some(name) = headers.keys().find(|n| doomed(n)).cloned() {
+    // itself), and a map holds a handful of headers. No more can go than
+    // were counted and named, so once that many have, the map is not
+    // searched again (the usual `Connection: keep-alive` names nothing,
+    // and goes at the first search).
+    let mut left = counted + named_by_connection.0.len();
+    while left > 0 {
+        let Some(name) = headers.keys().find(|n| doomed(n)).cloned() else {
+            break;
+        };
         headers.remove(name);
+        left -= 1;
     }
 }
 
