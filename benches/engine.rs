@@ -726,6 +726,23 @@ fn round_trip_over(events: &[Vec<u8>]) {
     }
 }
 
+/// The best of `rounds` interleaved rounds of the round trip and of each
+/// of `engines` over `events`, in µs per event: the round trip's first,
+/// then the engines' in order.
+fn per_event_against_round_trip(rounds: u32, events: &[Vec<u8>], engines: &[&Engine]) -> Vec<f64> {
+    let mut round_trip = || round_trip_over(events);
+    let mut runs: Vec<_> = engines
+        .iter()
+        .map(|&e| move || engine_over(e, events, &mut Vec::with_capacity(4096)))
+        .collect();
+    let mut fs: Vec<&mut dyn FnMut()> = vec![&mut round_trip];
+    fs.extend(runs.iter_mut().map(|f| f as &mut dyn FnMut()));
+    best_of(rounds, &mut fs)
+        .into_iter()
+        .map(|ns| ns / events.len() as f64 / 1000.0)
+        .collect()
+}
+
 fn total_len<T: AsRef<[u8]>>(items: &[T]) -> u64 {
     items.iter().map(|i| i.as_ref().len() as u64).sum()
 }
@@ -891,29 +908,18 @@ fn webinar_batch(c: &mut Criterion) {
     assert!((900..1200).contains(&avg), "events average {avg} bytes");
 
     if let Some(rounds) = rounds() {
-        let run = |e: &Engine| engine_over(e, &events, &mut Vec::with_capacity(4096));
-        let roundtrip = || round_trip_over(&events);
-        let best = best_of(
-            rounds,
-            &mut [
-                &mut || run(&bench),
-                &mut || roundtrip(),
-                &mut || run(&walk_only),
-                &mut || run(&guarded),
-            ],
-        );
-        let per = |ns: f64| ns / BATCH as f64 / 1000.0;
+        let t = per_event_against_round_trip(rounds, &events, &[&bench, &walk_only, &guarded]);
         eprintln!(
             "webinar_batch, best of {rounds} interleaved rounds: engine {:.2} µs/event, \
              round trip {:.2}, walk only {:.2}, engine+guard {:.2}; throughput against the \
              round trip: engine {:.2}, walk only {:.2}, engine+guard {:.2}",
-            per(best[0]),
-            per(best[1]),
-            per(best[2]),
-            per(best[3]),
-            best[1] / best[0],
-            best[1] / best[2],
-            best[1] / best[3],
+            t[1],
+            t[0],
+            t[2],
+            t[3],
+            t[0] / t[1],
+            t[0] / t[2],
+            t[0] / t[3],
         );
     }
 
@@ -1047,24 +1053,16 @@ fn load_events(c: &mut Criterion) {
     assert!((900..1200).contains(&avg), "events average {avg} bytes");
 
     if let Some(rounds) = rounds() {
-        let run = |e: &Engine| engine_over(e, &events, &mut Vec::with_capacity(4096));
-        let roundtrip = || round_trip_over(&events);
-        let best = best_of(
-            rounds,
-            &mut [&mut || run(&plain), &mut || roundtrip(), &mut || {
-                run(&guarded)
-            }],
-        );
-        let per = |ns: f64| ns / BATCH as f64 / 1000.0;
+        let t = per_event_against_round_trip(rounds, &events, &[&plain, &guarded]);
         eprintln!(
             "load_events, best of {rounds} interleaved rounds: engine {:.2} µs/event, \
              round trip {:.2}, engine+guard {:.2}; throughput against the round trip: \
              engine {:.2}, engine+guard {:.2}",
-            per(best[0]),
-            per(best[1]),
-            per(best[2]),
-            best[1] / best[0],
-            best[1] / best[2],
+            t[1],
+            t[0],
+            t[2],
+            t[0] / t[1],
+            t[0] / t[2],
         );
     }
 
