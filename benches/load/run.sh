@@ -63,19 +63,20 @@ if [ ${#need_install[@]} -gt 0 ]; then
     $SUDO apt-get install -y "${need_install[@]}" >/dev/null
 fi
 
+# Cargo's target directory (it may be elsewhere: CARGO_TARGET_DIR, config).
+target_dir() {
+    (cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+}
 if [ -z "${SCRIM_BIN:-}" ]; then
     echo "building scrim (cargo build --release --locked)"
     (cd "$ROOT" && cargo build --release --locked)
-    target=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-    SCRIM_BIN=$target/release/scrim
+    SCRIM_BIN=$(target_dir)/release/scrim
 fi
 if [ -z "${FLOOR_BIN:-}" ]; then
     echo "building the hyper floor (cargo build --release --locked --example load_floor)"
     (cd "$ROOT" && cargo build --release --locked --example load_floor)
-    target=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-    FLOOR_BIN=$target/release/examples/load_floor
+    FLOOR_BIN=$(target_dir)/release/examples/load_floor
 fi
 
 # --- processes --------------------------------------------------------------
