@@ -411,6 +411,15 @@ pub async fn h2_shut_window_client(
     (client, open_window)
 }
 
+/// Reads an h2 response body to its end without keeping it: `Ok` when the
+/// stream ended whole, `Err` when it was reset.
+pub async fn h2_stream_end(body: &mut h2::RecvStream) -> Result<(), h2::Error> {
+    while let Some(data) = body.data().await {
+        data?;
+    }
+    Ok(())
+}
+
 // --- scrim -------------------------------------------------------------------
 
 /// A running scrim and the directory its config (and rule, cert files) live in.
