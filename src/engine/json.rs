@@ -302,16 +302,23 @@ impl<'e> Ctx<'e> {
     /// An object key or form field name as it may leave: a key that is
     /// itself personal (a map keyed by email or IP) is pseudonymised like
     /// free text. Selectors still match the original key.
+    #[inline]
     pub(crate) fn scrub_key<'k>(&mut self, key: &'k str) -> Cow<'k, str> {
+        // Most keys hold nothing: decided here, in the walk's loop.
+        if !scrub::may_hold_personal(key) {
+            return Cow::Borrowed(key);
+        }
+        self.scrub_personal_key(key)
+    }
+
+    #[inline(never)]
+    fn scrub_personal_key<'k>(&mut self, key: &'k str) -> Cow<'k, str> {
         static KEY_TEXT: UrlSpec = UrlSpec {
             keep_params: Vec::new(),
             pseudonymise_params: Vec::new(),
             keep_fragment: false,
             keep_unnamed_params: true,
         };
-        if !scrub::may_hold_personal(key) {
-            return Cow::Borrowed(key);
-        }
         let mut found = scrub::Found::default();
         let out = scrub::scrub(self.pseudo, &KEY_TEXT, key, &mut found);
         self.stats.scrubbed += u64::from(found.replaced);
@@ -387,6 +394,7 @@ impl<'e> Ctx<'e> {
 
     /// [`child`](Self::child) by an object key, and whether the key is
     /// known to leave as it is (see [`Automaton::step_key`]).
+    #[inline]
     fn child_key(
         &mut self,
         parent: &States,
@@ -398,6 +406,7 @@ impl<'e> Ctx<'e> {
         (states, winner, dead, plain)
     }
 
+    #[inline]
     fn decide(&self, states: States, keep: bool) -> (States, Option<RuleIdx>, bool) {
         let winner = self.auto.winner(&self.rules.rules, &self.stack, &states);
         let dead = match winner {
