@@ -91,12 +91,13 @@
 //! UTF-8 itself, instead of checking the whole event first and using its
 //! string reader: 3,300 more instructions per event under callgrind.
 //!
-//! Kept (a995bb0), too small to time on this machine but fewer
-//! instructions under callgrind: the stack decoding of a percent-encoded
-//! parameter value alone (13,317 to 12,957 instructions per page URL,
-//! valgrind's software SHA-256 included), and the walk's key check and
-//! child decision inlined (34,293 to 33,289 per event walked, 104,021 to
-//! 102,763 per event transformed).
+//! Kept (a995bb0): the stack decoding of a percent-encoded parameter value
+//! alone (13,317 to 12,957 instructions per page URL under callgrind,
+//! valgrind's software SHA-256 included; `url_page` 659-673 ns against
+//! 714-745 in the pairs of runs where `id` showed the machine quiet), and
+//! the walk's key check and child decision inlined (34,293 to 33,289
+//! instructions per event walked, 104,021 to 102,763 per event
+//! transformed; too small to time here).
 //!
 //! ## Round 7 (2026-11-29, 1fcdf09 against 6deec4a)
 //!
