@@ -760,7 +760,7 @@ fn rounds() -> Option<u32> {
 
 /// The fastest of `rounds` runs of each of `fs`, in nanoseconds, the
 /// contenders taking turns within each round.
-fn best_of(rounds: u32, fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
+fn best_of(rounds: u32, fs: &mut [&mut (dyn FnMut() + '_)]) -> Vec<f64> {
     let mut best = vec![f64::INFINITY; fs.len()];
     for _ in 0..rounds {
         for (f, b) in fs.iter_mut().zip(&mut best) {
@@ -790,17 +790,23 @@ fn round_trip_over(events: &[Vec<u8>]) {
     }
 }
 
-/// The best of `rounds` interleaved rounds of the round trip and of each
-/// of `engines` over `events`, in µs per event: the round trip's first,
-/// then the engines' in order.
-fn per_event_against_round_trip(rounds: u32, events: &[Vec<u8>], engines: &[&Engine]) -> Vec<f64> {
+/// The best of `rounds` interleaved rounds of the round trip, of each of
+/// `engines` over `events` and of each of `others`, in µs per event: the
+/// round trip's first, then the engines' and the others' in order.
+fn per_event_against_round_trip<'o>(
+    rounds: u32,
+    events: &'o [Vec<u8>],
+    engines: &[&'o Engine],
+    others: Vec<&mut (dyn FnMut() + 'o)>,
+) -> Vec<f64> {
     let mut round_trip = || round_trip_over(events);
     let mut runs: Vec<_> = engines
         .iter()
         .map(|&e| move || engine_over(e, events, &mut Vec::with_capacity(4096)))
         .collect();
-    let mut fs: Vec<&mut dyn FnMut()> = vec![&mut round_trip];
+    let mut fs: Vec<&mut (dyn FnMut() + 'o)> = vec![&mut round_trip];
     fs.extend(runs.iter_mut().map(|f| f as &mut dyn FnMut()));
+    fs.extend(others);
     best_of(rounds, &mut fs)
         .into_iter()
         .map(|ns| ns / events.len() as f64 / 1000.0)
@@ -891,25 +897,6 @@ fn compressions_over(events: &[Vec<u8>], n: usize) {
         }
         black_box(state);
     }
-}
-
-/// The best of `rounds` interleaved rounds of the round trip, `engine`,
-/// serde_json's read alone and `compressions` SHA-256 compressions, in µs
-/// per event.
-fn floors(rounds: u32, events: &[Vec<u8>], engine: &Engine, compressions: usize) -> Vec<f64> {
-    let mut out = Vec::with_capacity(4096);
-    best_of(
-        rounds,
-        &mut [
-            &mut || round_trip_over(events),
-            &mut || engine_over(engine, events, &mut out),
-            &mut || read_only_over(events),
-            &mut || compressions_over(events, compressions),
-        ],
-    )
-    .into_iter()
-    .map(|ns| ns / events.len() as f64 / 1000.0)
-    .collect()
 }
 
 fn total_len<T: AsRef<[u8]>>(items: &[T]) -> u64 {
@@ -1079,7 +1066,17 @@ fn webinar_batch(c: &mut Criterion) {
     read_only_over(&events);
 
     if let Some(rounds) = rounds() {
-        let t = per_event_against_round_trip(rounds, &events, &[&bench, &walk_only, &guarded]);
+        // The floors in the same rounds: serde_json's read alone, and the
+        // SHA-256 compressions of seven HMACs per event (the five fields and
+        // the message's email and phone number).
+        let t = per_event_against_round_trip(
+            rounds,
+            &events,
+            &[&bench, &walk_only, &guarded],
+            vec![&mut || read_only_over(&events), &mut || {
+                compressions_over(&events, 14)
+            }],
+        );
         eprintln!(
             "webinar_batch, best of {rounds} interleaved rounds: engine {:.2} µs/event, \
              round trip {:.2}, walk only {:.2}, engine+guard {:.2}; throughput against the \
@@ -1092,17 +1089,13 @@ fn webinar_batch(c: &mut Criterion) {
             t[0] / t[2],
             t[0] / t[3],
         );
-        // Seven HMACs per event: the five fields and the message's email and
-        // phone number.
-        let f = floors(rounds, &events, &bench, 14);
-        let (round_trip, engine, read, sha) = (f[0], f[1], f[2], f[3]);
+        let (round_trip, engine, read, sha) = (t[0], t[1], t[4], t[5]);
         let target = round_trip / 1.5;
         eprintln!(
-            "webinar_batch floors, best of {rounds} interleaved rounds: round trip \
-             {round_trip:.2} µs/event, engine {engine:.2}, serde_json's read alone {read:.2}, \
-             14 SHA-256 compressions {sha:.2}; the target (1.5x the round trip) is \
-             {target:.2} µs/event, which leaves {:.2} beside the read and the compressions; \
-             the engine spends {:.2} there",
+            "webinar_batch floors, the same rounds: serde_json's read alone {read:.2} \
+             µs/event, 14 SHA-256 compressions {sha:.2}; the target (1.5x the round trip) \
+             is {target:.2} µs/event, which leaves {:.2} beside the read and the \
+             compressions; the engine spends {:.2} there",
             target - read - sha,
             engine - read - sha,
         );
@@ -1238,7 +1231,7 @@ fn load_events(c: &mut Criterion) {
     assert!((900..1200).contains(&avg), "events average {avg} bytes");
 
     if let Some(rounds) = rounds() {
-        let t = per_event_against_round_trip(rounds, &events, &[&plain, &guarded]);
+        let t = per_event_against_round_trip(rounds, &events, &[&plain, &guarded], Vec::new());
         eprintln!(
             "load_events, best of {rounds} interleaved rounds: engine {:.2} µs/event, \
              round trip {:.2}, engine+guard {:.2}; throughput against the round trip: \

@@ -193,15 +193,15 @@ impl Pseudonymiser {
             let mark = out.len();
             out.push('?');
             let mut first = true;
+            // Room for a percent-encoded value (an email parameter's `%40`)
+            // to be decoded without allocating; one for the whole query.
+            let mut room = [0u8; 128];
             for seg in query.split('&').filter(|seg| !seg.is_empty()) {
                 let (k, v) = match memchr::memchr(b'=', seg.as_bytes()) {
                     Some(i) => (&seg[..i], &seg[i + 1..]),
                     None => (seg, ""),
                 };
                 let plain = form_plain(k) && form_plain(v);
-                // Room for a percent-encoded value (an email parameter's
-                // `%40`) to be decoded without allocating.
-                let mut room = [0u8; 128];
                 let (k, v) = if plain {
                     (Cow::Borrowed(k), Cow::Borrowed(v))
                 } else {
